@@ -1,0 +1,280 @@
+//! Reverse-mode automatic differentiation on a tape.
+//!
+//! A [`Graph`] records each operation of the forward pass as a node that keeps its output and
+//! what its backward rule needs. [`Graph::backward`] walks the nodes in reverse and writes the
+//! gradient of a scalar loss with respect to every parameter into the [`Workspace`].
+//!
+//! The workspace outlives the graph and keeps its buffers, so after the first training step a
+//! step of the same shapes allocates no new tensor memory.
+//!
+//! ```
+//! use dendrite::autograd::{Graph, Parameters, Workspace};
+//! use dendrite::tensor::Tensor;
+//!
+//! let mut params = Parameters::new();
+//! let w = params.push("w", Tensor::from_vec(&[1, 2], vec![0.5, -1.0]));
+//! let mut workspace = Workspace::new();
+//! let mut graph = Graph::new(&params, &mut workspace, true);
+//! let x = graph.input(&Tensor::from_vec(&[1, 2], vec![2.0, 3.0]));
+//! let wv = graph.param(w);
+//! let y = graph.linear(x, wv, None); // [1, 1]: 0.5 * 2 - 1 * 3 = -2
+//! let target = graph.input(&Tensor::from_vec(&[1, 1], vec![0.0]));
+//! let loss = graph.mse(y, target); // (-2)^2 = 4
+//! assert_eq!(graph.value(loss), &[4.0]);
+//! graph.backward(loss);
+//! assert_eq!(workspace.gradient(w), &[-8.0, -12.0]); // 2 * (-2) * x
+//! ```
+
+mod backward;
+mod ops;
+mod params;
+
+pub use ops::Activation;
+pub use params::{ParamId, Parameters};
+
+use crate::tensor::Tensor;
+
+/// A handle to a value recorded on a [`Graph`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Var(usize);
+
+/// The shape of a recorded value: up to 6 dimensions, stored inline so that recording a node
+/// allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    dims: [usize; 6],
+    rank: usize,
+}
+
+impl Shape {
+    pub(crate) fn new(dims: &[usize]) -> Self {
+        assert!(dims.len() <= 6, "tensors have at most 6 dimensions, got shape {dims:?}");
+        let mut inline = [0; 6];
+        inline[..dims.len()].copy_from_slice(dims);
+        Shape {
+            dims: inline,
+            rank: dims.len(),
+        }
+    }
+
+    pub(crate) fn dims(&self) -> &[usize] {
+        &self.dims[..self.rank]
+    }
+
+    pub(crate) fn numel(&self) -> usize {
+        self.dims().iter().product()
+    }
+
+    /// Rows and columns when the first dimension is the batch and the others are flattened.
+    pub(crate) fn dims2(&self) -> (usize, usize) {
+        match self.dims().split_first() {
+            Some((&rows, rest)) => (rows, rest.iter().product()),
+            None => (1, 1),
+        }
+    }
+}
+
+/// What produced a node, with the inputs its backward rule needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Op {
+    /// Data fed in from outside; it gets no gradient.
+    Input,
+    /// A trainable parameter; its value lives in [`Parameters`], its gradient in the workspace.
+    Param(ParamId),
+    /// `a · b` for `a: m x k`, `b: k x n`.
+    MatMul(Var, Var),
+    /// `x · wᵀ + b` for `x: batch x in`, `w: out x in`, `b: out`.
+    Linear(Var, Var, Option<Var>),
+    /// `a + b`, where `b` has the shape of `a` or is one row broadcast over the rows of `a`.
+    Add(Var, Var),
+    /// An elementwise activation.
+    Activation(Var, Activation),
+    /// Softmax over the last dimension.
+    Softmax(Var),
+    /// Log-softmax over the last dimension.
+    LogSoftmax(Var),
+    /// Mean cross-entropy of logits against class indices `labels[start..start + rows]`; the
+    /// node's auxiliary buffer keeps the softmax probabilities.
+    CrossEntropy { logits: Var, labels_start: usize },
+    /// Mean binary cross-entropy of logits against targets in `[0, 1]`.
+    BinaryCrossEntropy(Var, Var),
+    /// Mean squared error.
+    Mse(Var, Var),
+    /// The same values with another shape.
+    Reshape(Var),
+}
+
+#[derive(Debug)]
+pub(crate) struct Node {
+    op: Op,
+    shape: Shape,
+    /// Output values; empty for [`Op::Param`], whose value lives in [`Parameters`].
+    value: Vec<f32>,
+    /// Extra values the backward rule needs (softmax probabilities for cross-entropy).
+    aux: Vec<f32>,
+    /// Gradient of the loss with respect to this node's output; empty until written.
+    grad: Vec<f32>,
+    needs_grad: bool,
+}
+
+/// Buffers that persist across training steps: recorded nodes, recycled memory and the
+/// parameter gradients of the last backward pass.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    nodes: Vec<Node>,
+    pool: Vec<Vec<f32>>,
+    labels: Vec<usize>,
+    param_grads: Vec<Vec<f32>>,
+    param_grad_written: Vec<bool>,
+}
+
+impl Workspace {
+    /// Creates an empty workspace.
+    pub fn new() -> Self {
+        Workspace::default()
+    }
+
+    /// The gradient of parameter `id` from the last [`Graph::backward`].
+    ///
+    /// # Panics
+    ///
+    /// Panics if no backward pass has run since the workspace was created.
+    pub fn gradient(&self, id: ParamId) -> &[f32] {
+        &self.param_grads[id]
+    }
+
+    /// The gradients of all parameters from the last backward pass, in id order, each laid
+    /// out like its parameter.
+    pub fn gradients(&self) -> &[Vec<f32>] {
+        &self.param_grads
+    }
+
+    /// Takes a zero-filled buffer of `len` values, reusing a returned one when possible.
+    fn take_buffer(&mut self, len: usize) -> Vec<f32> {
+        let found = self.pool.iter().rposition(|b| b.capacity() >= len);
+        let mut buffer = match found {
+            Some(i) => self.pool.swap_remove(i),
+            None => Vec::with_capacity(len),
+        };
+        buffer.clear();
+        buffer.resize(len, 0.0);
+        buffer
+    }
+
+    /// Returns every node's buffers to the pool and forgets the nodes.
+    fn recycle(&mut self) {
+        for node in self.nodes.drain(..) {
+            for buffer in [node.value, node.aux, node.grad] {
+                if buffer.capacity() > 0 {
+                    self.pool.push(buffer);
+                }
+            }
+        }
+        self.labels.clear();
+    }
+}
+
+/// The tape of one forward pass over a set of [`Parameters`].
+///
+/// Creating a graph clears the workspace's previous tape. With `training` false, layers that
+/// behave differently in evaluation (dropout, batch normalization) take their evaluation path.
+pub struct Graph<'a> {
+    params: &'a Parameters,
+    ws: &'a mut Workspace,
+    training: bool,
+}
+
+impl<'a> Graph<'a> {
+    /// Starts a new tape over `params`, reusing the buffers of `workspace`.
+    pub fn new(params: &'a Parameters, workspace: &'a mut Workspace, training: bool) -> Self {
+        workspace.recycle();
+        Graph {
+            params,
+            ws: workspace,
+            training,
+        }
+    }
+
+    /// Whether this pass is a training pass.
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    /// The parameters this graph reads.
+    pub fn params(&self) -> &Parameters {
+        self.params
+    }
+
+    /// The values of `var`, row-major.
+    pub fn value(&self, var: Var) -> &[f32] {
+        let node = &self.ws.nodes[var.0];
+        match node.op {
+            Op::Param(id) => self.params.get(id).data(),
+            _ => &node.value,
+        }
+    }
+
+    /// The shape of `var`.
+    pub fn shape(&self, var: Var) -> &[usize] {
+        let node = &self.ws.nodes[var.0];
+        node.shape.dims()
+    }
+
+    /// Copies `var` out as a tensor.
+    pub fn to_tensor(&self, var: Var) -> Tensor {
+        Tensor::from_vec(self.shape(var), self.value(var).to_vec())
+    }
+
+    /// The gradient of the loss with respect to `var` after [`Graph::backward`], or `None` if
+    /// the loss does not depend on it. Parameter gradients are read from the workspace.
+    pub fn grad(&self, var: Var) -> Option<&[f32]> {
+        let node = &self.ws.nodes[var.0];
+        match node.op {
+            Op::Param(id) => self.ws.param_grads.get(id).map(Vec::as_slice),
+            _ if node.grad.is_empty() => None,
+            _ => Some(&node.grad),
+        }
+    }
+
+    /// Records a constant input; it receives no gradient.
+    pub fn input(&mut self, tensor: &Tensor) -> Var {
+        let mut value = self.ws.take_buffer(tensor.numel());
+        value.copy_from_slice(tensor.data());
+        self.push(Op::Input, Shape::new(tensor.shape()), value, false)
+    }
+
+    /// Records a constant input given as a shape and row-major values.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the number of values does not match the shape.
+    pub fn input_slice(&mut self, shape: &[usize], values: &[f32]) -> Var {
+        let shape = Shape::new(shape);
+        assert_eq!(shape.numel(), values.len(), "input of shape {:?} needs {} values", shape.dims(), shape.numel());
+        let mut value = self.ws.take_buffer(values.len());
+        value.copy_from_slice(values);
+        self.push(Op::Input, shape, value, false)
+    }
+
+    /// Records a trainable parameter.
+    pub fn param(&mut self, id: ParamId) -> Var {
+        let shape = Shape::new(self.params.get(id).shape());
+        self.push(Op::Param(id), shape, Vec::new(), true)
+    }
+
+    fn node(&self, var: Var) -> &Node {
+        &self.ws.nodes[var.0]
+    }
+
+    fn push(&mut self, op: Op, shape: Shape, value: Vec<f32>, needs_grad: bool) -> Var {
+        self.ws.nodes.push(Node {
+            op,
+            shape,
+            value,
+            aux: Vec::new(),
+            grad: Vec::new(),
+            needs_grad,
+        });
+        Var(self.ws.nodes.len() - 1)
+    }
+}

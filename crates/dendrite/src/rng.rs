@@ -1,0 +1,56 @@
+//! Seeded random numbers, so that the same seed gives the same weights and data order.
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng as _, SeedableRng};
+
+/// A seeded generator (ChaCha8) with the few distributions training needs.
+#[derive(Debug, Clone)]
+pub struct Rng {
+    inner: ChaCha8Rng,
+}
+
+impl Rng {
+    /// Creates a generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Rng {
+            inner: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// Returns a uniform `u64`.
+    pub fn next_u64(&mut self) -> u64 {
+        self.inner.next_u64()
+    }
+
+    /// Returns a uniform float in `[0, 1)` with 24 bits of precision.
+    pub fn uniform(&mut self) -> f32 {
+        (self.inner.next_u32() >> 8) as f32 * (1.0 / (1u32 << 24) as f32)
+    }
+
+    /// Returns a uniform float in `[low, high)`.
+    pub fn uniform_range(&mut self, low: f32, high: f32) -> f32 {
+        low + (high - low) * self.uniform()
+    }
+
+    /// Returns a standard normal sample (Box-Muller transform, computed in f64).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = ((self.inner.next_u64() >> 11) as f64 + 1.0) * (1.0 / (1u64 << 53) as f64);
+        let u2 = (self.inner.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+
+    /// Returns a uniform integer in `0..n`. Panics if `n` is 0.
+    pub fn below(&mut self, n: usize) -> usize {
+        assert!(n > 0, "Rng::below called with n = 0");
+        // Multiply-shift maps 64 random bits onto 0..n with a bias below 2^-32 for n < 2^32.
+        ((self.inner.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+
+    /// Shuffles `items` in place (Fisher-Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i + 1);
+            items.swap(i, j);
+        }
+    }
+}

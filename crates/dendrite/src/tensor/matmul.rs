@@ -1,0 +1,162 @@
+//! Matrix multiply through the `gemm` crate, the only place that calls it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// How a matmul operand is stored relative to its logical shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transpose {
+    /// The operand is stored as its logical `rows x cols`.
+    No,
+    /// The operand is stored as `cols x rows` and read transposed through strides.
+    Yes,
+}
+
+static GEMM_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the number of threads a large matmul may use; 0 means the rayon pool's size.
+pub fn set_gemm_threads(threads: usize) {
+    GEMM_THREADS.store(threads, Ordering::Relaxed);
+}
+
+/// Multiply-adds below this count run on one thread, because splitting a small product costs
+/// more than it saves.
+const PARALLEL_MIN_FLOPS: usize = 1 << 18;
+
+/// Computes `dst = lhs · rhs` (or `dst += lhs · rhs` when `accumulate` is true), where the
+/// logical shapes are `lhs: m x k`, `rhs: k x n` and `dst: m x n`, all row-major.
+///
+/// `lhs_t` and `rhs_t` say whether each operand is stored transposed (`k x m`, `n x k`).
+///
+/// # Panics
+///
+/// Panics if a slice is shorter than its shape needs.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_into(
+    dst: &mut [f32],
+    lhs: &[f32],
+    lhs_t: Transpose,
+    rhs: &[f32],
+    rhs_t: Transpose,
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    assert!(dst.len() >= m * n, "matmul dst has {} values, needs {}", dst.len(), m * n);
+    assert!(lhs.len() >= m * k, "matmul lhs has {} values, needs {}", lhs.len(), m * k);
+    assert!(rhs.len() >= k * n, "matmul rhs has {} values, needs {}", rhs.len(), k * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+
+    // Strides in elements of the logical matrices: (row stride, column stride).
+    let (lhs_rs, lhs_cs) = match lhs_t {
+        Transpose::No => (k as isize, 1),
+        Transpose::Yes => (1, m as isize),
+    };
+    let (rhs_rs, rhs_cs) = match rhs_t {
+        Transpose::No => (n as isize, 1),
+        Transpose::Yes => (1, k as isize),
+    };
+
+    let parallelism = if m * n * k < PARALLEL_MIN_FLOPS {
+        gemm::Parallelism::None
+    } else {
+        match GEMM_THREADS.load(Ordering::Relaxed) {
+            0 => gemm::Parallelism::Rayon(rayon::current_num_threads()),
+            1 => gemm::Parallelism::None,
+            t => gemm::Parallelism::Rayon(t),
+        }
+    };
+
+    // SAFETY: the asserts above guarantee that every element addressed through these strides
+    // lies inside its slice: dst spans m*n values with strides (n, 1), lhs spans m*k values and
+    // rhs spans k*n values with strides that stay within them. `dst` is a unique mutable borrow
+    // and cannot alias `lhs` or `rhs`, which are shared borrows.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,          // dst column stride
+            n as isize, // dst row stride
+            accumulate, // read dst: dst = alpha * dst + beta * lhs * rhs
+            lhs.as_ptr(),
+            lhs_cs,
+            lhs_rs,
+            rhs.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            1.0,   // alpha, used only when dst is read
+            1.0,   // beta
+            false, // conjugate dst (no effect on reals)
+            false, // conjugate lhs
+            false, // conjugate rhs
+            parallelism,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn naive(lhs: &[f32], lt: Transpose, rhs: &[f32], rt: Transpose, m: usize, k: usize, n: usize) -> Vec<f64> {
+        let a = |i: usize, p: usize| match lt {
+            Transpose::No => lhs[i * k + p],
+            Transpose::Yes => lhs[p * m + i],
+        };
+        let b = |p: usize, j: usize| match rt {
+            Transpose::No => rhs[p * n + j],
+            Transpose::Yes => rhs[j * k + p],
+        };
+        let mut out = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| a(i, p) as f64 * b(p, j) as f64).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matmul_matches_naive_on_awkward_shapes() {
+        let mut rng = Rng::new(0);
+        let shapes = [(1, 1, 1), (3, 5, 7), (64, 784, 256), (63, 1, 10), (4, 0, 3), (17, 33, 10)];
+        for &(m, k, n) in &shapes {
+            for lt in [Transpose::No, Transpose::Yes] {
+                for rt in [Transpose::No, Transpose::Yes] {
+                    let lhs: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+                    let rhs: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+                    let mut dst = vec![f32::NAN; m * n];
+                    matmul_into(&mut dst, &lhs, lt, &rhs, rt, m, k, n, false);
+                    let expected = naive(&lhs, lt, &rhs, rt, m, k, n);
+                    let tolerance = 1e-5 * (k as f64 + 1.0).sqrt() * 4.0;
+                    for (got, want) in dst.iter().zip(&expected) {
+                        assert!(
+                            (*got as f64 - want).abs() <= tolerance * (1.0 + want.abs()),
+                            "m={m} k={k} n={n} {lt:?} {rt:?}: got {got}, want {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_accumulates_into_dst() {
+        let lhs = [1.0, 2.0, 3.0, 4.0];
+        let rhs = [1.0, 0.0, 0.0, 1.0];
+        let mut dst = vec![10.0; 4];
+        matmul_into(&mut dst, &lhs, Transpose::No, &rhs, Transpose::No, 2, 2, 2, true);
+        assert_eq!(dst, vec![11.0, 12.0, 13.0, 14.0]);
+    }
+}
