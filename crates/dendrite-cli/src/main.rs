@@ -1,1 +1,167 @@
-fn main() {}
+//! The `dendrite` command: train, evaluate and predict from a TOML config.
+//!
+//! Exit codes: 0 on success, 1 when training stops on a NaN or infinite value, 2 for any
+//! other error (bad config, bad data, unreadable files).
+
+mod config;
+mod infer;
+mod train;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const CONFIG_HELP: &str = "\
+CONFIG KEYS (TOML). Relative paths are resolved against the folder of the config file.
+
+[data]
+  format            \"idx\" (images + labels in the MNIST format, raw or gzip) or \"csv\"
+  validation_split  fraction of the training file held out for validation, in [0, 1);
+                    stratified by class for classifiers (default 0.1 for idx, 0 for csv)
+  For format = \"idx\":
+  train_images, train_labels   the training files (the validation split comes from these)
+  test_images, test_labels     optional; used once, for the final test figure
+  num_classes                  number of classes (default 10)
+  For format = \"csv\" (a header row, numeric cells):
+  train, test       the training file and an optional test file
+  target            the target column name, or a list of names for several outputs
+  task              \"classification\" (integer labels) or \"regression\"
+
+[model]
+  layers            a list of tables, applied in order:
+                    { type = \"dense\", units = N, activation = \"relu\", init = \"he_uniform\",
+                      bias = true }
+                    { type = \"activation\", activation = \"tanh\" }
+                    { type = \"flatten\" }
+                    activations: identity, relu, gelu, sigmoid, tanh, step,
+                      { leaky_relu = { slope = 0.01 } }, { elu = { alpha = 1.0 } }
+                    inits: glorot_uniform (default), glorot_normal, he_uniform, he_normal,
+                      lecun_normal, zeros
+
+[training]
+  epochs            passes over the training data
+  batch_size        rows per minibatch (the last batch of an epoch may be smaller)
+  loss              \"cross_entropy\", \"binary_cross_entropy\" or \"mse\"
+  seed              seed for weights, validation split and shuffling (default 0)
+  shuffle           shuffle the rows every epoch (default true)
+[training.optimizer]
+  type = \"sgd\"      learning_rate, momentum (0), nesterov (false), weight_decay (0)
+  type = \"adam\"     learning_rate (0.001), beta1 (0.9), beta2 (0.999), epsilon (1e-8),
+                    weight_decay (0, added to the gradient)
+  type = \"adamw\"    as adam, weight_decay (0.01, applied to the weights)
+  type = \"rmsprop\"  learning_rate (0.01), alpha (0.99), epsilon (1e-8), momentum (0),
+                    weight_decay (0)
+[training.early_stopping]
+  patience          epochs without a lower validation loss before stopping
+  min_delta         smallest decrease that counts as lower (default 0)
+  restore_best      put back the best epoch's weights at the end (default true)
+";
+
+/// Train, evaluate and use neural networks from a TOML config.
+#[derive(Debug, Parser)]
+#[command(name = "dendrite", version, about, max_term_width = 100)]
+struct Cli {
+    /// Number of threads for training and inference (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train the model a config describes and write it with its metrics.
+    ///
+    /// Writes into the output folder: model.safetensors and model.json (the trained model),
+    /// metrics.jsonl (one JSON line per epoch) and summary.json (the final metrics of the
+    /// train, validation and test splits). The test split is evaluated once, at the end.
+    #[command(after_long_help = CONFIG_HELP)]
+    Train {
+        /// The TOML config.
+        config: PathBuf,
+        /// Output folder (default: runs/<config file name without extension>).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Do not show the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Print loss, accuracy and the confusion matrix of a saved model on a data set.
+    Evaluate {
+        /// The model folder (or its model.json).
+        model: PathBuf,
+        /// An IDX image file (labels are found by MNIST naming or given with --labels), or a
+        /// CSV file with the model's feature and target columns.
+        data: PathBuf,
+        /// The IDX label file that goes with DATA.
+        #[arg(long, value_name = "FILE")]
+        labels: Option<PathBuf>,
+    },
+    /// Write the predicted class and the class probabilities of each row as CSV.
+    Predict {
+        /// The model folder (or its model.json).
+        model: PathBuf,
+        /// An IDX image file, or a CSV file with the model's feature columns (in any order).
+        input: PathBuf,
+        /// Write the CSV to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(threads) = cli.threads {
+        if threads == 0 {
+            eprintln!("error: --threads must be at least 1");
+            return ExitCode::from(2);
+        }
+        // The global pool can only be built once, before any parallel work.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .expect("thread pool is built once, first");
+        dendrite::tensor::set_gemm_threads(threads);
+    }
+
+    let result = match cli.command {
+        Command::Train { config, out, quiet } => train::run(&config, out, quiet),
+        Command::Evaluate {
+            model,
+            data,
+            labels,
+        } => infer::evaluate(&model, &data, labels.as_deref()),
+        Command::Predict { model, input, out } => infer::predict(&model, &input, out.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let non_finite = error.chain().any(|e| {
+                matches!(
+                    e.downcast_ref::<dendrite::Error>(),
+                    Some(dendrite::Error::NonFinite { .. })
+                )
+            });
+            eprintln!("error: {}", one_line(&error));
+            ExitCode::from(if non_finite { 1 } else { 2 })
+        }
+    }
+}
+
+/// Joins an error and its causes into one line, skipping a cause already in the message.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}

@@ -17,6 +17,13 @@ impl Rng {
         }
     }
 
+    /// Creates a generator for one independent purpose (`stream`) of a run with `seed`, so
+    /// that weight initialization, shuffling and dropout draw from separate sequences.
+    pub fn for_stream(seed: u64, stream: u64) -> Self {
+        let mut mixer = Rng::new(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        Rng::new(mixer.next_u64())
+    }
+
     /// Returns a uniform `u64`.
     pub fn next_u64(&mut self) -> u64 {
         self.inner.next_u64()

@@ -86,14 +86,26 @@ impl Graph<'_> {
     /// Panics if `loss` does not hold exactly one value.
     pub fn backward(&mut self, loss: Var) {
         let ws = &mut *self.ws;
-        assert_eq!(ws.nodes[loss.0].shape.numel(), 1, "backward needs a scalar loss");
+        assert_eq!(
+            ws.nodes[loss.0].shape.numel(),
+            1,
+            "backward needs a scalar loss"
+        );
 
         // The first pass, or a new parameter set, sizes the parameter gradients.
         let params = self.params;
         let sizes_match = ws.param_grads.len() == params.len()
-            && ws.param_grads.iter().zip(params.values()).all(|(g, p)| g.len() == p.numel());
+            && ws
+                .param_grads
+                .iter()
+                .zip(params.values())
+                .all(|(g, p)| g.len() == p.numel());
         if !sizes_match {
-            ws.param_grads = params.values().iter().map(|p| vec![0.0; p.numel()]).collect();
+            ws.param_grads = params
+                .values()
+                .iter()
+                .map(|p| vec![0.0; p.numel()])
+                .collect();
         }
         ws.param_grad_written.clear();
         ws.param_grad_written.resize(params.len(), false);
@@ -141,11 +153,31 @@ fn backward_node(node: &Node, labels: &[usize], sink: &mut Sink<'_>) {
             let (m, k, n) = (sa.dims[0], sa.dims[1], sb.dims[1]);
             // dA = G · Bᵀ, dB = Aᵀ · G.
             if let Some((mut da, accumulate)) = sink.take(a) {
-                matmul_into(&mut da, g, Transpose::No, sink.value(b), Transpose::Yes, m, n, k, accumulate);
+                matmul_into(
+                    &mut da,
+                    g,
+                    Transpose::No,
+                    sink.value(b),
+                    Transpose::Yes,
+                    m,
+                    n,
+                    k,
+                    accumulate,
+                );
                 sink.put(a, da);
             }
             if let Some((mut db, accumulate)) = sink.take(b) {
-                matmul_into(&mut db, sink.value(a), Transpose::Yes, g, Transpose::No, k, m, n, accumulate);
+                matmul_into(
+                    &mut db,
+                    sink.value(a),
+                    Transpose::Yes,
+                    g,
+                    Transpose::No,
+                    k,
+                    m,
+                    n,
+                    accumulate,
+                );
                 sink.put(b, db);
             }
         }
@@ -155,11 +187,31 @@ fn backward_node(node: &Node, labels: &[usize], sink: &mut Sink<'_>) {
             let outputs = sink.lower[w.0].shape.dims[0];
             // dX = G · W, dW = Gᵀ · X, dbias = column sums of G.
             if let Some((mut dx, accumulate)) = sink.take(x) {
-                matmul_into(&mut dx, g, Transpose::No, sink.value(w), Transpose::No, batch, outputs, inputs, accumulate);
+                matmul_into(
+                    &mut dx,
+                    g,
+                    Transpose::No,
+                    sink.value(w),
+                    Transpose::No,
+                    batch,
+                    outputs,
+                    inputs,
+                    accumulate,
+                );
                 sink.put(x, dx);
             }
             if let Some((mut dw, accumulate)) = sink.take(w) {
-                matmul_into(&mut dw, g, Transpose::Yes, sink.value(x), Transpose::No, outputs, batch, inputs, accumulate);
+                matmul_into(
+                    &mut dw,
+                    g,
+                    Transpose::Yes,
+                    sink.value(x),
+                    Transpose::No,
+                    outputs,
+                    batch,
+                    inputs,
+                    accumulate,
+                );
                 sink.put(w, dw);
             }
             if let Some(bias) = bias
@@ -218,7 +270,11 @@ fn backward_node(node: &Node, labels: &[usize], sink: &mut Sink<'_>) {
             let cols = *node.shape.dims().last().unwrap_or(&1);
             let y = node.value.as_slice();
             // dx_i = y_i * (g_i - sum_j g_j y_j), row by row.
-            let dots: Vec<f32> = g.chunks_exact(cols).zip(y.chunks_exact(cols)).map(|(gr, yr)| gr.iter().zip(yr).map(|(a, b)| a * b).sum()).collect();
+            let dots: Vec<f32> = g
+                .chunks_exact(cols)
+                .zip(y.chunks_exact(cols))
+                .map(|(gr, yr)| gr.iter().zip(yr).map(|(a, b)| a * b).sum())
+                .collect();
             sink.write_each(x, |i| y[i] * (g[i] - dots[i / cols]));
         }
 
@@ -230,14 +286,21 @@ fn backward_node(node: &Node, labels: &[usize], sink: &mut Sink<'_>) {
             sink.write_each(x, |i| g[i] - y[i].exp() * sums[i / cols]);
         }
 
-        Op::CrossEntropy { logits, labels_start } => {
+        Op::CrossEntropy {
+            logits,
+            labels_start,
+        } => {
             let (batch, classes) = sink.lower[logits.0].shape.dims2();
             let labels = &labels[labels_start..labels_start + batch];
             let probs = node.aux.as_slice();
             let scale = g[0] / batch.max(1) as f32;
             // dlogits = (softmax - one_hot(label)) / batch.
             sink.write_each(logits, |i| {
-                let one_hot = if labels[i / classes] == i % classes { 1.0 } else { 0.0 };
+                let one_hot = if labels[i / classes] == i % classes {
+                    1.0
+                } else {
+                    0.0
+                };
                 scale * (probs[i] - one_hot)
             });
         }
@@ -252,12 +315,22 @@ fn backward_node(node: &Node, labels: &[usize], sink: &mut Sink<'_>) {
 
         Op::Mse(prediction, target) => {
             let scale = 2.0 * g[0] / node_numel(sink, prediction).max(1) as f32;
-            let diff: Vec<f32> = sink.value(prediction).iter().zip(sink.value(target)).map(|(p, t)| p - t).collect();
+            let diff: Vec<f32> = sink
+                .value(prediction)
+                .iter()
+                .zip(sink.value(target))
+                .map(|(p, t)| p - t)
+                .collect();
             sink.write_each(prediction, |i| scale * diff[i]);
             sink.write_each(target, |i| -scale * diff[i]);
         }
 
         Op::Reshape(x) => sink.write_each(x, |i| g[i]),
+
+        Op::Dropout(x) => {
+            let mask = node.aux.as_slice();
+            sink.write_each(x, |i| g[i] * mask[i]);
+        }
     }
 }
 

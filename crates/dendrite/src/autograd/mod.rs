@@ -32,6 +32,7 @@ mod params;
 pub use ops::Activation;
 pub use params::{ParamId, Parameters};
 
+use crate::rng::Rng;
 use crate::tensor::Tensor;
 
 /// A handle to a value recorded on a [`Graph`].
@@ -48,7 +49,10 @@ pub(crate) struct Shape {
 
 impl Shape {
     pub(crate) fn new(dims: &[usize]) -> Self {
-        assert!(dims.len() <= 6, "tensors have at most 6 dimensions, got shape {dims:?}");
+        assert!(
+            dims.len() <= 6,
+            "tensors have at most 6 dimensions, got shape {dims:?}"
+        );
         let mut inline = [0; 6];
         inline[..dims.len()].copy_from_slice(dims);
         Shape {
@@ -102,6 +106,8 @@ pub(crate) enum Op {
     Mse(Var, Var),
     /// The same values with another shape.
     Reshape(Var),
+    /// Inverted dropout; the node's auxiliary buffer keeps the mask, 0 or `1 / (1 - rate)`.
+    Dropout(Var),
 }
 
 #[derive(Debug)]
@@ -119,19 +125,29 @@ pub(crate) struct Node {
 
 /// Buffers that persist across training steps: recorded nodes, recycled memory and the
 /// parameter gradients of the last backward pass.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Workspace {
     nodes: Vec<Node>,
     pool: Vec<Vec<f32>>,
     labels: Vec<usize>,
     param_grads: Vec<Vec<f32>>,
     param_grad_written: Vec<bool>,
+    /// The generator behind dropout masks; it carries over from step to step.
+    rng: Rng,
 }
 
 impl Workspace {
-    /// Creates an empty workspace.
+    /// Creates an empty workspace whose dropout masks come from seed 0.
     pub fn new() -> Self {
         Workspace::default()
+    }
+
+    /// Creates an empty workspace whose dropout masks come from `seed`.
+    pub fn with_seed(seed: u64) -> Self {
+        Workspace {
+            rng: Rng::new(seed),
+            ..Workspace::default()
+        }
     }
 
     /// The gradient of parameter `id` from the last [`Graph::backward`].
@@ -171,6 +187,19 @@ impl Workspace {
             }
         }
         self.labels.clear();
+    }
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Workspace {
+            nodes: Vec::new(),
+            pool: Vec::new(),
+            labels: Vec::new(),
+            param_grads: Vec::new(),
+            param_grad_written: Vec::new(),
+            rng: Rng::new(0),
+        }
     }
 }
 
@@ -250,7 +279,13 @@ impl<'a> Graph<'a> {
     /// Panics if the number of values does not match the shape.
     pub fn input_slice(&mut self, shape: &[usize], values: &[f32]) -> Var {
         let shape = Shape::new(shape);
-        assert_eq!(shape.numel(), values.len(), "input of shape {:?} needs {} values", shape.dims(), shape.numel());
+        assert_eq!(
+            shape.numel(),
+            values.len(),
+            "input of shape {:?} needs {} values",
+            shape.dims(),
+            shape.numel()
+        );
         let mut value = self.ws.take_buffer(values.len());
         value.copy_from_slice(values);
         self.push(Op::Input, shape, value, false)

@@ -7,7 +7,7 @@ use crate::tensor::{Transpose, add_row_broadcast, matmul_into};
 
 /// Elementwise activation functions.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Activation {
     /// `x`.
     Identity,
@@ -88,7 +88,8 @@ impl Activation {
             }
             Activation::Gelu => {
                 let cdf = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
-                let pdf = (-0.5 * x * x).exp() * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
+                let pdf = (-0.5 * x * x).exp()
+                    * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
                 cdf + x * pdf
             }
             Activation::Sigmoid => y * (1.0 - y),
@@ -125,11 +126,12 @@ pub(crate) fn softmax_rows(dst: &mut [f32], src: &[f32], cols: usize) {
     }
 }
 
-/// Returns `max + ln(sum(exp(row - max)))`, the log-sum-exp of a row without overflow.
-pub(crate) fn log_sum_exp(row: &[f32]) -> f32 {
+/// Returns the row maximum and `ln(sum(exp(row - max)))`. Callers write `x - lse` as
+/// `(x - max) - ln_sum`, which is exact for the row maximum even when the logits are large.
+pub(crate) fn max_and_log_sum(row: &[f32]) -> (f32, f32) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
-    max + sum.ln()
+    (max, sum.ln())
 }
 
 impl Graph<'_> {
@@ -148,7 +150,17 @@ impl Graph<'_> {
         );
         let (m, k, n) = (sa.dims[0], sa.dims[1], sb.dims[1]);
         let mut out = self.ws.take_buffer(m * n);
-        matmul_into(&mut out, self.value(a), Transpose::No, self.value(b), Transpose::No, m, k, n, false);
+        matmul_into(
+            &mut out,
+            self.value(a),
+            Transpose::No,
+            self.value(b),
+            Transpose::No,
+            m,
+            k,
+            n,
+            false,
+        );
         let needs_grad = self.node(a).needs_grad || self.node(b).needs_grad;
         self.push(Op::MatMul(a, b), Shape::new(&[m, n]), out, needs_grad)
     }
@@ -172,7 +184,11 @@ impl Graph<'_> {
         let outputs = sw.dims[0];
         let mut out = self.ws.take_buffer(batch * outputs);
         if let Some(bias) = bias {
-            assert_eq!(self.node(bias).shape.dims(), &[outputs], "bias shape must be [{outputs}]");
+            assert_eq!(
+                self.node(bias).shape.dims(),
+                &[outputs],
+                "bias shape must be [{outputs}]"
+            );
             add_row_broadcast(&mut out, None, self.value(bias));
         }
         matmul_into(
@@ -189,7 +205,12 @@ impl Graph<'_> {
         let needs_grad = self.node(x).needs_grad
             || self.node(w).needs_grad
             || bias.is_some_and(|b| self.node(b).needs_grad);
-        self.push(Op::Linear(x, w, bias), Shape::new(&[batch, outputs]), out, needs_grad)
+        self.push(
+            Op::Linear(x, w, bias),
+            Shape::new(&[batch, outputs]),
+            out,
+            needs_grad,
+        )
     }
 
     /// Records `a + b`, where `b` has the shape of `a` or is a 1-D row as long as the last
@@ -257,10 +278,13 @@ impl Graph<'_> {
         let shape = self.node(x).shape;
         let cols = *shape.dims().last().unwrap_or(&1);
         let mut out = self.ws.take_buffer(shape.numel());
-        for (o, row) in out.chunks_exact_mut(cols).zip(self.value(x).chunks_exact(cols)) {
-            let lse = log_sum_exp(row);
+        for (o, row) in out
+            .chunks_exact_mut(cols)
+            .zip(self.value(x).chunks_exact(cols))
+        {
+            let (max, log_sum) = max_and_log_sum(row);
             for (o, &v) in o.iter_mut().zip(row) {
-                *o = v - lse;
+                *o = (v - max) - log_sum;
             }
         }
         let needs_grad = self.node(x).needs_grad;
@@ -276,25 +300,45 @@ impl Graph<'_> {
     /// number of classes.
     pub fn cross_entropy(&mut self, logits: Var, labels: &[usize]) -> Var {
         let (batch, classes) = self.node(logits).shape.dims2();
-        assert_eq!(labels.len(), batch, "cross-entropy got {} labels for a batch of {batch}", labels.len());
+        assert_eq!(
+            labels.len(),
+            batch,
+            "cross-entropy got {} labels for a batch of {batch}",
+            labels.len()
+        );
         let labels_start = self.ws.labels.len();
         self.ws.labels.extend_from_slice(labels);
 
         let mut probs = self.ws.take_buffer(batch * classes);
         let mut total = 0.0f64;
-        for ((p, row), &label) in probs.chunks_exact_mut(classes).zip(self.value(logits).chunks_exact(classes)).zip(labels) {
-            assert!(label < classes, "label {label} is not below the {classes} classes");
-            let lse = log_sum_exp(row);
+        for ((p, row), &label) in probs
+            .chunks_exact_mut(classes)
+            .zip(self.value(logits).chunks_exact(classes))
+            .zip(labels)
+        {
+            assert!(
+                label < classes,
+                "label {label} is not below the {classes} classes"
+            );
+            let (max, log_sum) = max_and_log_sum(row);
             for (p, &v) in p.iter_mut().zip(row) {
-                *p = (v - lse).exp();
+                *p = ((v - max) - log_sum).exp();
             }
-            total += (lse - row[label]) as f64;
+            total += (log_sum - (row[label] - max)) as f64;
         }
         let mut out = self.ws.take_buffer(1);
         out[0] = (total / batch.max(1) as f64) as f32;
 
         let needs_grad = self.node(logits).needs_grad;
-        let var = self.push(Op::CrossEntropy { logits, labels_start }, Shape::new(&[]), out, needs_grad);
+        let var = self.push(
+            Op::CrossEntropy {
+                logits,
+                labels_start,
+            },
+            Shape::new(&[]),
+            out,
+            needs_grad,
+        );
         self.ws.nodes[var.0].aux = probs;
         var
     }
@@ -308,7 +352,11 @@ impl Graph<'_> {
     /// Panics if the shapes differ.
     pub fn binary_cross_entropy(&mut self, logits: Var, targets: Var) -> Var {
         let shape = self.node(logits).shape;
-        assert_eq!(shape.numel(), self.node(targets).shape.numel(), "binary cross-entropy: logits and targets differ in size");
+        assert_eq!(
+            shape.numel(),
+            self.node(targets).shape.numel(),
+            "binary cross-entropy: logits and targets differ in size"
+        );
         let total: f64 = self
             .value(logits)
             .iter()
@@ -318,7 +366,12 @@ impl Graph<'_> {
         let mut out = self.ws.take_buffer(1);
         out[0] = (total / shape.numel().max(1) as f64) as f32;
         let needs_grad = self.node(logits).needs_grad || self.node(targets).needs_grad;
-        self.push(Op::BinaryCrossEntropy(logits, targets), Shape::new(&[]), out, needs_grad)
+        self.push(
+            Op::BinaryCrossEntropy(logits, targets),
+            Shape::new(&[]),
+            out,
+            needs_grad,
+        )
     }
 
     /// Records the mean squared error between two values of the same size. Returns a scalar.
@@ -328,7 +381,11 @@ impl Graph<'_> {
     /// Panics if the sizes differ.
     pub fn mse(&mut self, prediction: Var, target: Var) -> Var {
         let numel = self.node(prediction).shape.numel();
-        assert_eq!(numel, self.node(target).shape.numel(), "mse: prediction and target differ in size");
+        assert_eq!(
+            numel,
+            self.node(target).shape.numel(),
+            "mse: prediction and target differ in size"
+        );
         let total: f64 = self
             .value(prediction)
             .iter()
@@ -338,7 +395,12 @@ impl Graph<'_> {
         let mut out = self.ws.take_buffer(1);
         out[0] = (total / numel.max(1) as f64) as f32;
         let needs_grad = self.node(prediction).needs_grad || self.node(target).needs_grad;
-        self.push(Op::Mse(prediction, target), Shape::new(&[]), out, needs_grad)
+        self.push(
+            Op::Mse(prediction, target),
+            Shape::new(&[]),
+            out,
+            needs_grad,
+        )
     }
 
     /// Records the same values under a new shape with the same number of elements.
@@ -348,10 +410,51 @@ impl Graph<'_> {
     /// Panics if the element counts differ.
     pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Var {
         let shape = Shape::new(shape);
-        assert_eq!(shape.numel(), self.node(x).shape.numel(), "cannot reshape {:?} to {:?}", self.node(x).shape.dims(), shape.dims());
+        assert_eq!(
+            shape.numel(),
+            self.node(x).shape.numel(),
+            "cannot reshape {:?} to {:?}",
+            self.node(x).shape.dims(),
+            shape.dims()
+        );
         let mut out = self.ws.take_buffer(shape.numel());
         out.copy_from_slice(self.value(x));
         let needs_grad = self.node(x).needs_grad;
         self.push(Op::Reshape(x), shape, out, needs_grad)
+    }
+
+    /// Records inverted dropout: in a training pass each value is zeroed with probability
+    /// `rate` and the rest are scaled by `1 / (1 - rate)`, so the expected value is unchanged.
+    /// In an evaluation pass it returns `x` itself.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `rate` is not in `[0, 1)`.
+    pub fn dropout(&mut self, x: Var, rate: f32) -> Var {
+        assert!(
+            (0.0..1.0).contains(&rate),
+            "dropout rate must be in [0, 1), got {rate}"
+        );
+        if !self.training || rate == 0.0 {
+            return x;
+        }
+        let shape = self.node(x).shape;
+        let scale = 1.0 / (1.0 - rate);
+        let mut mask = self.ws.take_buffer(shape.numel());
+        for m in mask.iter_mut() {
+            *m = if self.ws.rng.uniform() < rate {
+                0.0
+            } else {
+                scale
+            };
+        }
+        let mut out = self.ws.take_buffer(shape.numel());
+        for ((o, &v), &m) in out.iter_mut().zip(self.value(x)).zip(&mask) {
+            *o = v * m;
+        }
+        let needs_grad = self.node(x).needs_grad;
+        let var = self.push(Op::Dropout(x), shape, out, needs_grad);
+        self.ws.nodes[var.0].aux = mask;
+        var
     }
 }

@@ -26,7 +26,10 @@ impl Parameters {
     /// Panics if `name` is already taken: layer code builds the names, so a clash is a bug.
     pub fn push(&mut self, name: impl Into<String>, value: Tensor) -> ParamId {
         let name = name.into();
-        assert!(!self.names.contains(&name), "parameter name {name} used twice");
+        assert!(
+            !self.names.contains(&name),
+            "parameter name {name} used twice"
+        );
         self.names.push(name);
         self.values.push(value);
         self.values.len() - 1

@@ -42,9 +42,24 @@ pub fn matmul_into(
     n: usize,
     accumulate: bool,
 ) {
-    assert!(dst.len() >= m * n, "matmul dst has {} values, needs {}", dst.len(), m * n);
-    assert!(lhs.len() >= m * k, "matmul lhs has {} values, needs {}", lhs.len(), m * k);
-    assert!(rhs.len() >= k * n, "matmul rhs has {} values, needs {}", rhs.len(), k * n);
+    assert!(
+        dst.len() >= m * n,
+        "matmul dst has {} values, needs {}",
+        dst.len(),
+        m * n
+    );
+    assert!(
+        lhs.len() >= m * k,
+        "matmul lhs has {} values, needs {}",
+        lhs.len(),
+        m * k
+    );
+    assert!(
+        rhs.len() >= k * n,
+        "matmul rhs has {} values, needs {}",
+        rhs.len(),
+        k * n
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -109,7 +124,15 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    fn naive(lhs: &[f32], lt: Transpose, rhs: &[f32], rt: Transpose, m: usize, k: usize, n: usize) -> Vec<f64> {
+    fn naive(
+        lhs: &[f32],
+        lt: Transpose,
+        rhs: &[f32],
+        rt: Transpose,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Vec<f64> {
         let a = |i: usize, p: usize| match lt {
             Transpose::No => lhs[i * k + p],
             Transpose::Yes => lhs[p * m + i],
@@ -130,7 +153,14 @@ mod tests {
     #[test]
     fn matmul_matches_naive_on_awkward_shapes() {
         let mut rng = Rng::new(0);
-        let shapes = [(1, 1, 1), (3, 5, 7), (64, 784, 256), (63, 1, 10), (4, 0, 3), (17, 33, 10)];
+        let shapes = [
+            (1, 1, 1),
+            (3, 5, 7),
+            (64, 784, 256),
+            (63, 1, 10),
+            (4, 0, 3),
+            (17, 33, 10),
+        ];
         for &(m, k, n) in &shapes {
             for lt in [Transpose::No, Transpose::Yes] {
                 for rt in [Transpose::No, Transpose::Yes] {
@@ -156,7 +186,17 @@ mod tests {
         let lhs = [1.0, 2.0, 3.0, 4.0];
         let rhs = [1.0, 0.0, 0.0, 1.0];
         let mut dst = vec![10.0; 4];
-        matmul_into(&mut dst, &lhs, Transpose::No, &rhs, Transpose::No, 2, 2, 2, true);
+        matmul_into(
+            &mut dst,
+            &lhs,
+            Transpose::No,
+            &rhs,
+            Transpose::No,
+            2,
+            2,
+            2,
+            true,
+        );
         assert_eq!(dst, vec![11.0, 12.0, 13.0, 14.0]);
     }
 }

@@ -1,0 +1,145 @@
+"""Measure PyTorch's CPU training throughput of the MLP 784-256-128-10 on MNIST digits.
+
+This is the reference for the `mlp-throughput` binary of the dendrite-benches crate. Both use
+the same network (with PyTorch's default initialization here), SGD with momentum 0.9 and
+learning rate 0.01, softmax cross-entropy and batch 64. Each epoch is shuffled afresh from a
+fixed seed and keeps its last partial batch. One warm-up epoch runs before the clock starts,
+and the script prints one JSON line in the same format as the Rust binary.
+
+Needs torch and numpy, for example in a virtualenv:
+    python3 -m venv ~/torchenv && ~/torchenv/bin/pip install torch numpy
+"""
+
+import argparse
+import gzip
+import json
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+IMAGES_MAGIC = 0x00000803
+LABELS_MAGIC = 0x00000801
+
+
+def read_idx(path, expected_magic):
+    """Read an IDX file of unsigned bytes (raw or gzip) and return an array of its shape."""
+    with open(path, "rb") as file:
+        data = file.read()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+
+    magic = int.from_bytes(data[:4], "big")
+    if magic != expected_magic:
+        raise ValueError(
+            f"{path}: wrong magic number 0x{magic:08X}, expected 0x{expected_magic:08X}"
+        )
+    num_dims = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(num_dims)]
+    header_len = 4 + 4 * num_dims
+    expected = int(np.prod(dims))
+    if len(data) - header_len != expected:
+        raise ValueError(
+            f"{path}: the header declares dimensions {dims}, so expected {expected} bytes "
+            f"after the header, found {len(data) - header_len}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims)
+
+
+def build_model():
+    return nn.Sequential(
+        nn.Linear(784, 256),
+        nn.ReLU(),
+        nn.Linear(256, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
+
+
+def train_epoch(model, optimizer, features, labels, batch, generator):
+    """Train one epoch and return the mean batch loss."""
+    order = torch.randperm(features.shape[0], generator=generator)
+    loss_sum = 0.0
+    steps = 0
+    for start in range(0, features.shape[0], batch):
+        indices = order[start : start + batch]
+        x = features[indices]
+        y = labels[indices]
+
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+
+        loss_sum += loss.item()
+        steps += 1
+    return loss_sum / max(steps, 1)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="timed epochs after one warm-up epoch (default 3)"
+    )
+    parser.add_argument("--batch", type=int, default=64, help="rows per mini-batch (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for weights and shuffle order")
+    parser.add_argument(
+        "--images",
+        default="data/mnist/train-images-idx3-ubyte.gz",
+        help="IDX image file, raw or gzip (default: the MNIST training images)",
+    )
+    parser.add_argument(
+        "--labels",
+        default="data/mnist/train-labels-idx1-ubyte.gz",
+        help="IDX label file, raw or gzip (default: the MNIST training labels)",
+    )
+    args = parser.parse_args()
+    for name in ("threads", "epochs", "batch"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+
+    images = read_idx(args.images, IMAGES_MAGIC)
+    features = torch.from_numpy(images.reshape(images.shape[0], -1).astype(np.float32) / 255.0)
+    labels = torch.from_numpy(read_idx(args.labels, LABELS_MAGIC).astype(np.int64))
+    if features.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"{args.images} contains {features.shape[0]} images but {args.labels} contains "
+            f"{labels.shape[0]} labels; use the image and label files of the same split"
+        )
+
+    model = build_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    train_epoch(model, optimizer, features, labels, args.batch, generator)
+
+    start = time.perf_counter()
+    loss = 0.0
+    for _ in range(args.epochs):
+        loss = train_epoch(model, optimizer, features, labels, args.batch, generator)
+    seconds = time.perf_counter() - start
+
+    samples = features.shape[0] * args.epochs
+    steps = -(-features.shape[0] // args.batch) * args.epochs
+    result = {
+        "framework": "pytorch",
+        "version": torch.__version__,
+        "threads": args.threads,
+        "batch": args.batch,
+        "epochs": args.epochs,
+        "samples": samples,
+        "seconds": round(seconds, 4),
+        "samples_per_s": round(samples / seconds, 1),
+        "step_us": round(seconds * 1e6 / steps, 1),
+        "last_epoch_loss": round(loss, 5),
+    }
+    print(json.dumps(result, separators=(",", ":")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+//! The TOML config that `dendrite train` reads, and the data it names.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use dendrite::data::{self, Dataset, Targets};
+use dendrite::nn::LayerSpec;
+use dendrite::train::TrainConfig;
+use serde::Deserialize;
+
+/// A whole training config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the data comes from and how it is split.
+    pub data: DataConfig,
+    /// The network.
+    pub model: ModelConfig,
+    /// How it is trained.
+    pub training: TrainConfig,
+}
+
+/// The `[model]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The layers, in order.
+    pub layers: Vec<LayerSpec>,
+}
+
+/// The `[data]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "format", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DataConfig {
+    /// Images and labels in IDX files (the MNIST format), raw or gzip.
+    Idx {
+        train_images: PathBuf,
+        train_labels: PathBuf,
+        #[serde(default)]
+        test_images: Option<PathBuf>,
+        #[serde(default)]
+        test_labels: Option<PathBuf>,
+        #[serde(default = "default_classes")]
+        num_classes: usize,
+        #[serde(default = "default_validation_split")]
+        validation_split: f64,
+    },
+    /// A CSV file with a header row and numeric cells.
+    Csv {
+        train: PathBuf,
+        #[serde(default)]
+        test: Option<PathBuf>,
+        /// The target column, or several for multi-output regression.
+        target: Targets_,
+        task: CsvTask,
+        #[serde(default)]
+        validation_split: f64,
+    },
+}
+
+/// One target column name or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+#[allow(non_camel_case_types)]
+pub enum Targets_ {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Targets_ {
+    fn names(&self) -> Vec<String> {
+        match self {
+            Targets_::One(name) => vec![name.clone()],
+            Targets_::Many(names) => names.clone(),
+        }
+    }
+}
+
+/// What a CSV target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CsvTask {
+    Classification,
+    Regression,
+}
+
+fn default_classes() -> usize {
+    10
+}
+
+fn default_validation_split() -> f64 {
+    0.1
+}
+
+impl Config {
+    /// Reads and checks a config file. Relative data paths are resolved against the folder
+    /// the config file is in.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!(toml_error(path, &text, &e)))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        config.data.resolve_paths(base);
+        config
+            .training
+            .validate()
+            .with_context(|| format!("{}", path.display()))?;
+        let split = config.data.validation_split();
+        if !(0.0..1.0).contains(&split) {
+            bail!(
+                "{}: data.validation_split = {split} is invalid; use a fraction in [0, 1) such as 0.1",
+                path.display()
+            );
+        }
+        Ok(config)
+    }
+}
+
+/// Formats a TOML error on one line: file, line, and the parser's message (which names an
+/// unknown key and lists the valid ones).
+pub fn toml_error(path: &Path, text: &str, error: &toml::de::Error) -> String {
+    let line = error
+        .span()
+        .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+    let message = error.message().trim().replace('\n', " ");
+    match line {
+        Some(line) => format!("{}:{line}: {message}", path.display()),
+        None => format!("{}: {message}", path.display()),
+    }
+}
+
+impl DataConfig {
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        match self {
+            DataConfig::Idx {
+                train_images,
+                train_labels,
+                test_images,
+                test_labels,
+                ..
+            } => {
+                resolve(train_images);
+                resolve(train_labels);
+                test_images.iter_mut().for_each(resolve);
+                test_labels.iter_mut().for_each(resolve);
+            }
+            DataConfig::Csv { train, test, .. } => {
+                resolve(train);
+                test.iter_mut().for_each(resolve);
+            }
+        }
+    }
+
+    /// The fraction of the training file held out for validation.
+    pub fn validation_split(&self) -> f64 {
+        match *self {
+            DataConfig::Idx {
+                validation_split, ..
+            }
+            | DataConfig::Csv {
+                validation_split, ..
+            } => validation_split,
+        }
+    }
+
+    /// Loads the training file and, if configured, the test file.
+    pub fn load(&self) -> Result<LoadedData> {
+        match self {
+            DataConfig::Idx {
+                train_images,
+                train_labels,
+                test_images,
+                test_labels,
+                num_classes,
+                ..
+            } => {
+                let train = data::load_idx_dataset(train_images, train_labels, *num_classes)?;
+                let test = match (test_images, test_labels) {
+                    (Some(images), Some(labels)) => {
+                        Some(data::load_idx_dataset(images, labels, *num_classes)?)
+                    }
+                    (None, None) => None,
+                    _ => bail!("data.test_images and data.test_labels must be given together"),
+                };
+                Ok(LoadedData {
+                    train,
+                    test,
+                    columns: None,
+                })
+            }
+            DataConfig::Csv {
+                train,
+                test,
+                target,
+                task,
+                ..
+            } => {
+                let targets = target.names();
+                let classification = *task == CsvTask::Classification;
+                let train_set = data::read_numeric_csv(train, &targets, classification)?;
+                let test_set = match test {
+                    Some(path) => Some(data::read_numeric_csv(path, &targets, classification)?),
+                    None => None,
+                };
+                let features = data::csv_numeric::feature_names(train, &targets)?;
+                Ok(LoadedData {
+                    train: train_set,
+                    test: test_set,
+                    columns: Some((features, targets)),
+                })
+            }
+        }
+    }
+}
+
+/// The datasets a config names.
+pub struct LoadedData {
+    pub train: Dataset,
+    pub test: Option<Dataset>,
+    /// For CSV data, the feature and target column names.
+    pub columns: Option<(Vec<String>, Vec<String>)>,
+}
+
+/// Splits `dataset` into training and validation rows: stratified by class for classifiers,
+/// at random for regression.
+pub fn split_validation(
+    dataset: &Dataset,
+    fraction: f64,
+    seed: u64,
+) -> Result<(Dataset, Option<Dataset>)> {
+    if fraction == 0.0 {
+        return Ok((dataset.clone(), None));
+    }
+    let (train, holdout) = match &dataset.targets {
+        Targets::Classes { labels, .. } => data::stratified_split(labels, fraction, seed)?,
+        Targets::Values(_) => data::random_split(dataset.len(), fraction, seed)?,
+    };
+    let validation = (!holdout.is_empty()).then(|| dataset.subset(&holdout));
+    Ok((dataset.subset(&train), validation))
+}

@@ -1,0 +1,246 @@
+//! `dendrite train`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use dendrite::data::Targets;
+use dendrite::model::{self, Columns, Task};
+use dendrite::nn::Sequential;
+use dendrite::train::{self, Callback, EpochRecord, Evaluation};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{Config, split_validation};
+
+/// Runs `dendrite train CONFIG [--out DIR]`.
+pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> {
+    let started = Instant::now();
+    let config = Config::load(config_path)?;
+
+    // Everything that can fail on bad input is checked before the output folder is touched.
+    let data = config.data.load()?;
+    let (train_set, validation_set) = split_validation(
+        &data.train,
+        config.data.validation_split(),
+        config.training.seed,
+    )?;
+    if let Some(test) = &data.test
+        && test.feature_shape() != train_set.feature_shape()
+    {
+        anyhow::bail!(
+            "test rows have shape {:?} but training rows have shape {:?}",
+            test.feature_shape(),
+            train_set.feature_shape()
+        );
+    }
+    let mut model = Sequential::new(
+        train_set.feature_shape(),
+        config.model.layers.clone(),
+        config.training.seed,
+    )
+    .with_context(|| format!("{}: [model]", config_path.display()))?;
+    let task = match &data.train.targets {
+        Targets::Classes { class_names, .. } => Task::Classification {
+            class_names: class_names.clone(),
+        },
+        Targets::Values(_) => Task::Regression {
+            target_names: data
+                .columns
+                .as_ref()
+                .map(|(_, targets)| targets.clone())
+                .unwrap_or_default(),
+        },
+    };
+    let columns = data
+        .columns
+        .clone()
+        .map(|(features, targets)| Columns { features, targets });
+
+    let out_dir = out.unwrap_or_else(|| {
+        let stem = config_path
+            .file_stem()
+            .map_or_else(|| "run".into(), |s| s.to_string_lossy().into_owned());
+        PathBuf::from("runs").join(stem)
+    });
+
+    println!(
+        "training on {} rows, validating on {}, testing on {}; {} parameters",
+        train_set.len(),
+        validation_set.as_ref().map_or(0, |v| v.len()),
+        data.test.as_ref().map_or(0, |t| t.len()),
+        model.params().numel()
+    );
+
+    let mut progress = Progress {
+        out_dir: &out_dir,
+        bar: None,
+        quiet,
+        metrics_lines: String::new(),
+        rows_in_epoch: 0,
+        loss: config.training.loss,
+        task: &task,
+        columns: &columns,
+        epochs: config.training.epochs,
+    };
+    let fitted = train::fit(
+        &mut model,
+        &train_set,
+        validation_set.as_ref(),
+        &config.training,
+        &mut progress,
+    );
+    if let Some(bar) = &progress.bar {
+        bar.finish_and_clear();
+    }
+    let history = match fitted {
+        Ok(history) => history,
+        Err(error @ dendrite::Error::NonFinite { .. }) => {
+            // `fit` has put back the last finite weights; keep them on disk.
+            model::save(
+                &out_dir,
+                &model,
+                config.training.loss,
+                task.clone(),
+                columns.clone(),
+            )?;
+            return Err(anyhow::Error::new(error).context(format!(
+                "training stopped; the last good model is in {}",
+                out_dir.display()
+            )));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if history.stopped_early {
+        println!("early stopping after epoch {}", history.epochs.len());
+    }
+    if let Some(best) = history.best_epoch {
+        println!("the model holds the weights of epoch {best}");
+    }
+
+    // Final figures; the test split is read here and nowhere else.
+    let batch = config.training.batch_size.max(256);
+    let mut summary = BTreeMap::new();
+    let train_eval = train::evaluate(&model, &train_set, config.training.loss, batch);
+    summary.insert("train", train_eval.to_map());
+    if let Some(validation) = &validation_set {
+        summary.insert(
+            "validation",
+            train::evaluate(&model, validation, config.training.loss, batch).to_map(),
+        );
+    }
+    let test_eval = data
+        .test
+        .as_ref()
+        .map(|test| train::evaluate(&model, test, config.training.loss, batch));
+    if let Some(test_eval) = &test_eval {
+        summary.insert("test", test_eval.to_map());
+    }
+
+    model::save(&out_dir, &model, config.training.loss, task, columns)?;
+    let mut json = serde_json::to_vec_pretty(&summary)?;
+    json.push(b'\n');
+    model::write_atomic(&out_dir.join("summary.json"), &json)?;
+
+    print_final("train", &train_eval);
+    if let Some(test_eval) = &test_eval {
+        print_final("test", test_eval);
+    }
+    println!(
+        "model written to {} in {:.1} s",
+        out_dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn print_final(split: &str, evaluation: &Evaluation) {
+    let metrics: Vec<String> = evaluation
+        .to_map()
+        .iter()
+        .map(|(name, value)| format!("{name} {value:.4}"))
+        .collect();
+    println!("{split}: {}", metrics.join(", "));
+}
+
+/// Prints each epoch, drives the progress bar and writes the model and `metrics.jsonl` after
+/// every epoch.
+struct Progress<'a> {
+    out_dir: &'a Path,
+    bar: Option<ProgressBar>,
+    quiet: bool,
+    metrics_lines: String,
+    rows_in_epoch: usize,
+    loss: dendrite::nn::Loss,
+    task: &'a Task,
+    columns: &'a Option<Columns>,
+    epochs: usize,
+}
+
+impl Callback for Progress<'_> {
+    fn on_epoch_begin(&mut self, epoch: usize, batches: usize) {
+        if self.quiet {
+            return;
+        }
+        let bar = ProgressBar::new(batches as u64);
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches, {msg}")
+                .expect("template is valid")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{epoch}/{}", self.epochs));
+        self.rows_in_epoch = 0;
+        self.bar = Some(bar);
+    }
+
+    fn on_batch_end(&mut self, rows: usize, loss: f32) {
+        self.rows_in_epoch += rows;
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            if bar.position() % 16 == 0 {
+                let seconds = bar.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "loss {loss:.4}, {:.0} samples/s",
+                    self.rows_in_epoch as f64 / seconds
+                ));
+            }
+        }
+    }
+
+    fn on_epoch_end(&mut self, record: &EpochRecord, model: &Sequential) -> dendrite::Result<()> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let mut line = format!(
+            "epoch {:>3}/{}  train_loss {:.4}",
+            record.epoch, self.epochs, record.train_loss
+        );
+        if let Some(val_loss) = record.val_loss {
+            line.push_str(&format!("  val_loss {val_loss:.4}"));
+        }
+        if let Some(accuracy) = record.val_accuracy {
+            line.push_str(&format!("  val_accuracy {accuracy:.4}"));
+        }
+        line.push_str(&format!("  {:.0} samples/s", record.samples_per_second));
+        println!("{line}");
+
+        model::save(
+            self.out_dir,
+            model,
+            self.loss,
+            self.task.clone(),
+            self.columns.clone(),
+        )?;
+        self.metrics_lines
+            .push_str(&serde_json::to_string(record).expect("epoch record serializes"));
+        self.metrics_lines.push('\n');
+        model::write_atomic(
+            &self.out_dir.join("metrics.jsonl"),
+            self.metrics_lines.as_bytes(),
+        )
+    }
+
+    fn on_warning(&mut self, message: &str) {
+        eprintln!("warning: {message}");
+    }
+}

@@ -1,0 +1,221 @@
+//! Saving and loading trained models.
+//!
+//! A model directory holds `model.safetensors` (the weights, named like `layers.0.weight`)
+//! and `model.json` (the architecture, the loss, the class names and the format version).
+//! Both files are written to a temporary file in the same directory, flushed to disk and then
+//! renamed over the old file, so a crash or a full disk never leaves a half-written model.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::autograd::Parameters;
+use crate::error::{Error, Result};
+use crate::nn::{LayerSpec, Loss, Sequential};
+use crate::tensor::Tensor;
+
+/// The version of the `model.json` layout this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The file name of the weights inside a model directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// The file name of the metadata inside a model directory.
+pub const META_FILE: &str = "model.json";
+
+/// What a model predicts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Task {
+    /// One class per row; the model outputs one logit per class (or one logit for two
+    /// classes with binary cross-entropy).
+    Classification { class_names: Vec<String> },
+    /// Numeric targets, one output per name.
+    Regression { target_names: Vec<String> },
+}
+
+/// The contents of `model.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// The layout version, [`FORMAT_VERSION`] for files written by this build.
+    pub format_version: u32,
+    /// The dendrite version that wrote the file.
+    pub dendrite_version: String,
+    /// Input shape without the batch dimension.
+    pub input_shape: Vec<usize>,
+    /// The layers, as in the config.
+    pub layers: Vec<LayerSpec>,
+    /// The loss the model was trained with; it decides how outputs become predictions.
+    pub loss: Loss,
+    /// Classification with class names, or regression with target names.
+    pub task: Task,
+    /// For models trained on CSV files, the column names of the features (in input order)
+    /// and of the targets, so that prediction can find them by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Columns>,
+}
+
+/// Column names of a CSV-trained model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Columns {
+    pub features: Vec<String>,
+    pub targets: Vec<String>,
+}
+
+/// A model loaded from disk with its metadata.
+#[derive(Debug, Clone)]
+pub struct SavedModel {
+    pub model: Sequential,
+    pub meta: ModelMeta,
+}
+
+/// Returns the model directory for `path`, which may name the directory or a file in it.
+pub fn model_dir(path: &Path) -> PathBuf {
+    if path.is_file() {
+        path.parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Writes `model` and its metadata into `dir`, creating the directory if needed.
+///
+/// # Errors
+///
+/// Returns [`Error::Io`] naming the file that could not be written; the previous model files,
+/// if any, are then left as they were.
+pub fn save(
+    dir: &Path,
+    model: &Sequential,
+    loss: Loss,
+    task: Task,
+    columns: Option<Columns>,
+) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+
+    let bytes: Vec<Vec<u8>> = model
+        .params()
+        .values()
+        .iter()
+        .map(|t| t.data().iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = model
+        .params()
+        .iter()
+        .zip(&bytes)
+        .map(|((name, tensor), bytes)| {
+            let view = TensorView::new(Dtype::F32, tensor.shape().to_vec(), bytes)
+                .expect("shape and byte count agree");
+            (name.to_string(), view)
+        })
+        .collect::<Vec<_>>();
+    let weights = safetensors::serialize(views, None).map_err(|e| Error::InvalidModel {
+        path: dir.join(WEIGHTS_FILE),
+        message: format!("cannot encode weights: {e}"),
+    })?;
+
+    let meta = ModelMeta {
+        format_version: FORMAT_VERSION,
+        dendrite_version: env!("CARGO_PKG_VERSION").to_string(),
+        input_shape: model.input_shape().to_vec(),
+        layers: model.specs().to_vec(),
+        loss,
+        task,
+        columns,
+    };
+    let mut json = serde_json::to_vec_pretty(&meta).expect("model metadata serializes");
+    json.push(b'\n');
+
+    write_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
+    write_atomic(&dir.join(META_FILE), &json)
+}
+
+/// Loads the model in `path` (a model directory, or a file inside it).
+///
+/// # Errors
+///
+/// Returns [`Error::Io`] if a file cannot be read and [`Error::InvalidModel`] if the files
+/// are not a valid model or do not agree with each other.
+pub fn load(path: &Path) -> Result<SavedModel> {
+    let dir = model_dir(path);
+    let meta_path = dir.join(META_FILE);
+    let weights_path = dir.join(WEIGHTS_FILE);
+
+    let text = fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+    let meta: ModelMeta = serde_json::from_str(&text).map_err(|e| Error::InvalidModel {
+        path: meta_path.clone(),
+        message: e.to_string(),
+    })?;
+    if meta.format_version != FORMAT_VERSION {
+        return Err(Error::InvalidModel {
+            path: meta_path,
+            message: format!(
+                "format version {} is not supported by this build, which reads version {FORMAT_VERSION}",
+                meta.format_version
+            ),
+        });
+    }
+
+    let bytes = fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
+    let invalid = |message: String| Error::InvalidModel {
+        path: weights_path.clone(),
+        message,
+    };
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| invalid(e.to_string()))?;
+    let mut entries = tensors.tensors();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut params = Parameters::new();
+    for (name, view) in entries {
+        if view.dtype() != Dtype::F32 {
+            return Err(invalid(format!(
+                "tensor {name} has dtype {:?}; only F32 is supported",
+                view.dtype()
+            )));
+        }
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        params.push(name, Tensor::from_vec(view.shape(), values));
+    }
+
+    let model = Sequential::from_parameters(&meta.input_shape, meta.layers.clone(), &params)
+        .map_err(|e| match e {
+            Error::Shape { message, .. } | Error::InvalidConfig(message) => invalid(message),
+            other => other,
+        })?;
+    Ok(SavedModel { model, meta })
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory: write, flush to
+/// disk, then rename over `path`.
+///
+/// # Errors
+///
+/// Returns [`Error::Io`] naming `path`; the temporary file is removed and `path` is unchanged.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,130 @@
+use super::*;
+use crate::nn::{Activation, Init};
+
+fn small_model() -> Sequential {
+    let specs = vec![
+        LayerSpec::Dense {
+            units: 5,
+            activation: Some(Activation::Relu),
+            init: Init::HeNormal,
+            bias: true,
+        },
+        LayerSpec::Dense {
+            units: 3,
+            activation: None,
+            init: Init::GlorotUniform,
+            bias: true,
+        },
+    ];
+    Sequential::new(&[4], specs, 11).unwrap()
+}
+
+fn classification() -> Task {
+    Task::Classification {
+        class_names: vec!["a".into(), "b".into(), "c".into()],
+    }
+}
+
+#[test]
+fn save_then_load_gives_identical_predictions() {
+    let dir = tempdir("roundtrip");
+    let model = small_model();
+    save(&dir, &model, Loss::CrossEntropy, classification(), None).unwrap();
+    let loaded = load(&dir).unwrap();
+
+    let inputs = Tensor::from_vec(&[2, 4], vec![0.1, -0.2, 0.3, 0.4, 1.0, 2.0, -3.0, 0.5]);
+    assert_eq!(
+        model.predict(&inputs, 2).data(),
+        loaded.model.predict(&inputs, 2).data()
+    );
+    assert_eq!(loaded.meta.task, classification());
+    assert_eq!(loaded.model.params(), model.params());
+    // Loading through the path of model.json works too.
+    assert!(load(&dir.join(META_FILE)).is_ok());
+}
+
+#[test]
+fn load_rejects_missing_tensor() {
+    let dir = tempdir("missing-tensor");
+    save(
+        &dir,
+        &small_model(),
+        Loss::CrossEntropy,
+        classification(),
+        None,
+    )
+    .unwrap();
+    let mut other = Parameters::new();
+    other.push("layers.0.weight", Tensor::zeros(&[5, 4]));
+    let bytes: Vec<u8> = vec![0; 5 * 4 * 4];
+    let view = TensorView::new(Dtype::F32, vec![5, 4], &bytes).unwrap();
+    fs::write(
+        dir.join(WEIGHTS_FILE),
+        safetensors::serialize(vec![("layers.0.weight", view)], None).unwrap(),
+    )
+    .unwrap();
+    let message = load(&dir).unwrap_err().to_string();
+    assert!(message.contains("layers.0.bias is missing"), "{message}");
+}
+
+#[test]
+fn load_rejects_truncated_weights() {
+    let dir = tempdir("truncated");
+    save(
+        &dir,
+        &small_model(),
+        Loss::CrossEntropy,
+        classification(),
+        None,
+    )
+    .unwrap();
+    let path = dir.join(WEIGHTS_FILE);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let message = load(&dir).unwrap_err().to_string();
+    assert!(message.contains("model.safetensors"), "{message}");
+}
+
+#[test]
+fn load_rejects_unknown_format_version() {
+    let dir = tempdir("version");
+    save(
+        &dir,
+        &small_model(),
+        Loss::CrossEntropy,
+        classification(),
+        None,
+    )
+    .unwrap();
+    let path = dir.join(META_FILE);
+    let text = fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"format_version\": 1", "\"format_version\": 99");
+    fs::write(&path, text).unwrap();
+    let message = load(&dir).unwrap_err().to_string();
+    assert!(message.contains("format version 99"), "{message}");
+}
+
+#[test]
+fn failed_write_keeps_previous_file() {
+    let dir = tempdir("atomic");
+    let path = dir.join("file.txt");
+    write_atomic(&path, b"first").unwrap();
+    // A path inside a directory that does not exist cannot be written.
+    assert!(write_atomic(&dir.join("missing/file.txt"), b"second").is_err());
+    assert_eq!(fs::read(&path).unwrap(), b"first");
+    let leftovers: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("dendrite-model-test-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}

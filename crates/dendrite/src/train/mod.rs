@@ -1,0 +1,390 @@
+//! The training loop: minibatch gradient descent with validation, early stopping and a guard
+//! against NaN and infinite values.
+
+mod metrics;
+
+pub use metrics::{Evaluation, evaluate, predicted_classes};
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::autograd::{Graph, Parameters, Workspace};
+use crate::data::{Batches, Dataset, Targets};
+use crate::error::{Error, Result};
+use crate::nn::{Loss, Sequential, loss::BatchTargets};
+use crate::optim::{Optimizer, OptimizerConfig, Schedule};
+use crate::rng::Rng;
+
+/// Training settings, as written under `[training]` in a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Rows per minibatch. A training set smaller than one batch trains on one batch of all
+    /// its rows, with a warning.
+    pub batch_size: usize,
+    /// The loss to minimize.
+    pub loss: Loss,
+    /// The optimizer and its hyperparameters.
+    pub optimizer: OptimizerConfig,
+    /// Seed for weight initialization, the validation split and the shuffling.
+    #[serde(default)]
+    pub seed: u64,
+    /// Whether to shuffle the training rows every epoch.
+    #[serde(default = "default_true")]
+    pub shuffle: bool,
+    /// How the learning rate changes over the epochs (constant by default).
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+    /// Stop when the validation loss has not improved for a number of epochs.
+    #[serde(default)]
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+fn default_schedule() -> Schedule {
+    Schedule::Constant
+}
+
+/// Random streams of a training run, see [`Rng::for_stream`].
+const SHUFFLE_STREAM: u64 = 1;
+const DROPOUT_STREAM: u64 = 2;
+
+fn default_true() -> bool {
+    true
+}
+
+/// Early stopping on the validation loss.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    /// Epochs without improvement before training stops.
+    pub patience: usize,
+    /// The smallest decrease of the validation loss that counts as an improvement.
+    #[serde(default)]
+    pub min_delta: f64,
+    /// Whether to put back the weights of the epoch with the best validation loss at the end.
+    #[serde(default = "default_true")]
+    pub restore_best: bool,
+}
+
+impl TrainConfig {
+    /// Checks the settings that do not depend on the data.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::InvalidConfig`] naming the invalid setting.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::InvalidConfig(
+                "training.epochs = 0; train for at least 1 epoch".into(),
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::InvalidConfig(
+                "training.batch_size = 0; use at least 1 (64 is common)".into(),
+            ));
+        }
+        if let Some(stopping) = self.early_stopping
+            && stopping.patience == 0
+        {
+            return Err(Error::InvalidConfig(
+                "training.early_stopping.patience = 0; use at least 1".into(),
+            ));
+        }
+        self.schedule.validate()?;
+        self.optimizer.validate()
+    }
+}
+
+/// What happened in one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochRecord {
+    /// The epoch number, from 1.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches, weighted by batch size.
+    pub train_loss: f64,
+    /// Validation loss, if there is a validation set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    /// Validation accuracy, for classifiers with a validation set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
+    /// The learning rate of the epoch's last step.
+    pub learning_rate: f32,
+    /// Optimizer steps taken so far.
+    pub steps: u64,
+    /// Training throughput in this epoch, in rows per second.
+    pub samples_per_second: f64,
+    /// Wall time of the epoch in seconds, validation included.
+    pub seconds: f64,
+}
+
+/// Hooks the training loop calls, for progress bars, logs and saving.
+pub trait Callback {
+    /// Called before an epoch with its number (from 1) and its number of batches.
+    fn on_epoch_begin(&mut self, _epoch: usize, _batches: usize) {}
+
+    /// Called after each optimizer step with the rows in the batch and the batch loss.
+    fn on_batch_end(&mut self, _rows: usize, _loss: f32) {}
+
+    /// Called after each epoch with its record and the model as it is now.
+    ///
+    /// # Errors
+    ///
+    /// An error stops training and is returned by [`fit`].
+    fn on_epoch_end(&mut self, _record: &EpochRecord, _model: &Sequential) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called with a warning about the data or the settings.
+    fn on_warning(&mut self, _message: &str) {}
+}
+
+/// A callback that does nothing.
+pub struct Silent;
+
+impl Callback for Silent {}
+
+/// The outcome of [`fit`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct History {
+    /// One record per epoch that ran.
+    pub epochs: Vec<EpochRecord>,
+    /// The epoch whose weights the model holds at the end.
+    pub best_epoch: Option<usize>,
+    /// Whether early stopping ended training before the last epoch.
+    pub stopped_early: bool,
+    /// Warnings about the data or the settings.
+    pub warnings: Vec<String>,
+}
+
+/// Trains `model` on `train` with minibatch gradient descent, validating on `validation`
+/// after every epoch if given.
+///
+/// If the loss or any gradient becomes NaN or infinite, training stops, the model is put back
+/// to its weights at the end of the last finished epoch (or its initial weights), and an
+/// [`Error::NonFinite`] names the epoch, the step and what was not finite.
+///
+/// # Errors
+///
+/// Returns [`Error::InvalidConfig`] for invalid settings or an empty training set,
+/// [`Error::Shape`] if the data does not fit the model or the loss, [`Error::NonFinite`] as
+/// above, and any error from `callback`.
+pub fn fit(
+    model: &mut Sequential,
+    train: &Dataset,
+    validation: Option<&Dataset>,
+    config: &TrainConfig,
+    callback: &mut dyn Callback,
+) -> Result<History> {
+    config.validate()?;
+    check_fits(model, train, config.loss, "training")?;
+    if let Some(validation) = validation {
+        check_fits(model, validation, config.loss, "validation")?;
+    }
+    if train.is_empty() {
+        return Err(Error::InvalidConfig("the training set has no rows".into()));
+    }
+
+    let mut history = History {
+        epochs: Vec::new(),
+        best_epoch: None,
+        stopped_early: false,
+        warnings: Vec::new(),
+    };
+    let mut batch_size = config.batch_size;
+    if train.len() < batch_size {
+        let message = format!(
+            "{} training rows < batch size {batch_size}; training on batches of {} rows instead",
+            train.len(),
+            train.len()
+        );
+        callback.on_warning(&message);
+        history.warnings.push(message);
+        batch_size = train.len();
+    }
+
+    let mut optimizer = Optimizer::new(config.optimizer.clone())?;
+    let base_learning_rate = config.optimizer.learning_rate();
+    let mut batches = Batches::new(train.len(), batch_size, config.shuffle)?;
+    let mut rng = Rng::for_stream(config.seed, SHUFFLE_STREAM);
+    let mut workspace =
+        Workspace::with_seed(Rng::for_stream(config.seed, DROPOUT_STREAM).next_u64());
+    let mut features = Vec::new();
+    let mut labels = Vec::new();
+    let mut values = Vec::new();
+    let mut shape = vec![0];
+    shape.extend_from_slice(train.feature_shape());
+
+    let mut last_good: Parameters = model.params().clone();
+    let mut best: Option<(f64, Parameters)> = None;
+    let mut epochs_without_improvement = 0;
+
+    for epoch in 1..=config.epochs {
+        let started = Instant::now();
+        callback.on_epoch_begin(epoch, batches.num_batches());
+        let mut loss_sum = 0.0f64;
+
+        let num_batches = batches.num_batches();
+        for (step_in_epoch, batch) in batches.epoch(&mut rng).enumerate() {
+            let progress = (epoch - 1) as f64 + step_in_epoch as f64 / num_batches as f64;
+            optimizer.set_learning_rate(config.schedule.learning_rate(
+                base_learning_rate,
+                progress,
+                config.epochs,
+            ));
+            shape[0] = batch.len();
+            train.gather_into(batch, &mut features);
+            let targets = match &train.targets {
+                Targets::Classes { .. } => {
+                    train.gather_labels_into(batch, &mut labels);
+                    BatchTargets::Classes(&labels)
+                }
+                Targets::Values(_) => {
+                    train.gather_values_into(batch, &mut values);
+                    BatchTargets::Values(&values)
+                }
+            };
+
+            let loss = {
+                let mut graph = Graph::new(model.params(), &mut workspace, true);
+                let x = graph.input_slice(&shape, &features);
+                let y = model.forward(&mut graph, x);
+                let loss = config.loss.record(&mut graph, y, targets);
+                let value = graph.value(loss)[0];
+                if value.is_finite() {
+                    graph.backward(loss);
+                }
+                value
+            };
+            let bad_gradient = if loss.is_finite() {
+                workspace.gradients().iter().position(|g| !all_finite(g))
+            } else {
+                None
+            };
+            if !loss.is_finite() || bad_gradient.is_some() {
+                let what = match bad_gradient {
+                    Some(id) => format!("gradient of {}", model.params().name(id)),
+                    None => format!("training loss ({loss})"),
+                };
+                *model.params_mut() = last_good;
+                return Err(Error::NonFinite {
+                    what,
+                    epoch,
+                    step: step_in_epoch + 1,
+                    learning_rate: optimizer.learning_rate(),
+                });
+            }
+
+            optimizer.step(model.params_mut(), workspace.gradients());
+            loss_sum += loss as f64 * batch.len() as f64;
+            callback.on_batch_end(batch.len(), loss);
+        }
+        let train_seconds = started.elapsed().as_secs_f64();
+
+        let evaluation = validation.map(|v| evaluate(model, v, config.loss, batch_size.max(256)));
+        if evaluation.as_ref().is_some_and(|e| !e.loss.is_finite()) {
+            *model.params_mut() = last_good;
+            return Err(Error::NonFinite {
+                what: "validation loss".into(),
+                epoch,
+                step: batches.num_batches(),
+                learning_rate: optimizer.learning_rate(),
+            });
+        }
+        last_good.clone_from(model.params());
+
+        let record = EpochRecord {
+            epoch,
+            train_loss: loss_sum / train.len() as f64,
+            val_loss: evaluation.as_ref().map(|e| e.loss),
+            val_accuracy: evaluation.as_ref().and_then(Evaluation::accuracy),
+            learning_rate: optimizer.learning_rate(),
+            steps: optimizer.steps(),
+            samples_per_second: train.len() as f64 / train_seconds.max(1e-9),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        history.epochs.push(record.clone());
+        callback.on_epoch_end(&record, model)?;
+
+        // Early stopping watches the validation loss; without a validation set it is off.
+        if let (Some(stopping), Some(val_loss)) = (config.early_stopping, record.val_loss) {
+            let improved = best
+                .as_ref()
+                .is_none_or(|(best_loss, _)| val_loss < best_loss - stopping.min_delta);
+            if improved {
+                best = Some((val_loss, model.params().clone()));
+                history.best_epoch = Some(epoch);
+                epochs_without_improvement = 0;
+            } else {
+                epochs_without_improvement += 1;
+                if epochs_without_improvement >= stopping.patience {
+                    history.stopped_early = epoch < config.epochs;
+                    break;
+                }
+            }
+        }
+    }
+
+    match (config.early_stopping, best) {
+        (Some(stopping), Some((_, best_params))) if stopping.restore_best => {
+            *model.params_mut() = best_params;
+        }
+        _ => history.best_epoch = history.epochs.last().map(|r| r.epoch),
+    }
+    Ok(history)
+}
+
+/// Returns true if no value is NaN or infinite. `x * 0` is NaN exactly for those values, and
+/// the sum vectorizes.
+fn all_finite(values: &[f32]) -> bool {
+    values.iter().fold(0.0f32, |acc, &v| acc + v * 0.0) == 0.0
+}
+
+/// Checks that `dataset` fits the model's input and output and the loss.
+fn check_fits(model: &Sequential, dataset: &Dataset, loss: Loss, role: &str) -> Result<()> {
+    if dataset.feature_shape() != model.input_shape() {
+        return Err(Error::Shape {
+            op: "fit",
+            message: format!(
+                "{role} rows have shape {:?}, the model's input is {:?}",
+                dataset.feature_shape(),
+                model.input_shape()
+            ),
+        });
+    }
+    let outputs: usize = model.output_shape().iter().product();
+    match (&dataset.targets, loss) {
+        (Targets::Classes { class_names, .. }, Loss::CrossEntropy) if outputs != class_names.len() => Err(Error::Shape {
+            op: "fit",
+            message: format!(
+                "the {role} data has {} classes but the last layer has {outputs} units; set its units to {}",
+                class_names.len(),
+                class_names.len()
+            ),
+        }),
+        (Targets::Classes { class_names, .. }, Loss::BinaryCrossEntropy) if outputs != 1 || class_names.len() > 2 => Err(Error::Shape {
+            op: "fit",
+            message: format!(
+                "binary cross-entropy needs 2 classes and 1 output unit, got {} classes and {outputs} units",
+                class_names.len()
+            ),
+        }),
+        (Targets::Values(values), Loss::Mse | Loss::BinaryCrossEntropy) if values.dims2().1 != outputs => Err(Error::Shape {
+            op: "fit",
+            message: format!(
+                "the {role} data has {} target columns but the last layer has {outputs} units",
+                values.dims2().1
+            ),
+        }),
+        (Targets::Values(_), Loss::CrossEntropy) => Err(Error::InvalidConfig(
+            "cross_entropy needs class labels, but the targets are numeric values; use loss = \"mse\" or a classification target".into(),
+        )),
+        (Targets::Classes { .. }, Loss::Mse) => Err(Error::InvalidConfig(
+            "mse needs numeric targets, but the targets are class labels; use loss = \"cross_entropy\"".into(),
+        )),
+        _ => Ok(()),
+    }
+}
