@@ -1,8 +1,10 @@
 //! `dendrite train`.
 
 use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dendrite::data::Targets;
@@ -76,7 +78,8 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         out_dir: &out_dir,
         bar: None,
         quiet,
-        metrics_lines: String::new(),
+        metrics: None,
+        last_save: Instant::now(),
         rows_in_epoch: 0,
         loss: config.training.loss,
         task: &task,
@@ -163,13 +166,17 @@ fn print_final(split: &str, evaluation: &Evaluation) {
     println!("{split}: {}", metrics.join(", "));
 }
 
-/// Prints each epoch, drives the progress bar and writes the model and `metrics.jsonl` after
-/// every epoch.
+/// How often the model is written to disk during training.
+const SAVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Prints the epochs, drives the progress bar, appends to `metrics.jsonl` after every epoch
+/// and writes the model every [`SAVE_INTERVAL`].
 struct Progress<'a> {
     out_dir: &'a Path,
     bar: Option<ProgressBar>,
     quiet: bool,
-    metrics_lines: String,
+    metrics: Option<BufWriter<fs::File>>,
+    last_save: Instant,
     rows_in_epoch: usize,
     loss: dendrite::nn::Loss,
     task: &'a Task,
@@ -211,33 +218,54 @@ impl Callback for Progress<'_> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        let mut line = format!(
-            "epoch {:>3}/{}  train_loss {:.4}",
-            record.epoch, self.epochs, record.train_loss
-        );
-        if let Some(val_loss) = record.val_loss {
-            line.push_str(&format!("  val_loss {val_loss:.4}"));
-        }
-        if let Some(accuracy) = record.val_accuracy {
-            line.push_str(&format!("  val_accuracy {accuracy:.4}"));
-        }
-        line.push_str(&format!("  {:.0} samples/s", record.samples_per_second));
-        println!("{line}");
 
-        model::save(
-            self.out_dir,
-            model,
-            self.loss,
-            self.task.clone(),
-            self.columns.clone(),
-        )?;
-        self.metrics_lines
-            .push_str(&serde_json::to_string(record).expect("epoch record serializes"));
-        self.metrics_lines.push('\n');
-        model::write_atomic(
-            &self.out_dir.join("metrics.jsonl"),
-            self.metrics_lines.as_bytes(),
-        )
+        // Long runs of tiny epochs print about 50 lines, not one per epoch.
+        let print_every = self.epochs.div_ceil(50);
+        if record.epoch == 1
+            || record.epoch.is_multiple_of(print_every)
+            || record.epoch == self.epochs
+        {
+            let mut line = format!(
+                "epoch {:>3}/{}  train_loss {:.4}",
+                record.epoch, self.epochs, record.train_loss
+            );
+            if let Some(val_loss) = record.val_loss {
+                line.push_str(&format!("  val_loss {val_loss:.4}"));
+            }
+            if let Some(accuracy) = record.val_accuracy {
+                line.push_str(&format!("  val_accuracy {accuracy:.4}"));
+            }
+            line.push_str(&format!("  {:.0} samples/s", record.samples_per_second));
+            println!("{line}");
+        }
+
+        let metrics_path = self.out_dir.join("metrics.jsonl");
+        if self.metrics.is_none() {
+            fs::create_dir_all(self.out_dir).map_err(|e| dendrite::Error::io(self.out_dir, e))?;
+            let file = fs::File::create(&metrics_path)
+                .map_err(|e| dendrite::Error::io(&metrics_path, e))?;
+            self.metrics = Some(BufWriter::new(file));
+        }
+        if let Some(metrics) = &mut self.metrics {
+            let line = serde_json::to_string(record).expect("epoch record serializes");
+            writeln!(metrics, "{line}")
+                .and_then(|()| metrics.flush())
+                .map_err(|e| dendrite::Error::io(&metrics_path, e))?;
+        }
+
+        // The model on disk follows training at most every few seconds; the final model is
+        // written after training either way.
+        if self.last_save.elapsed() >= SAVE_INTERVAL {
+            model::save(
+                self.out_dir,
+                model,
+                self.loss,
+                self.task.clone(),
+                self.columns.clone(),
+            )?;
+            self.last_save = Instant::now();
+        }
+        Ok(())
     }
 
     fn on_warning(&mut self, message: &str) {

@@ -291,6 +291,15 @@ impl<'a> Graph<'a> {
         self.push(Op::Input, shape, value, false)
     }
 
+    /// Records a constant input of `shape` whose values `fill` writes in place, which saves a
+    /// copy when the caller gathers a batch.
+    pub fn input_with(&mut self, shape: &[usize], fill: impl FnOnce(&mut [f32])) -> Var {
+        let shape = Shape::new(shape);
+        let mut value = self.ws.take_buffer(shape.numel());
+        fill(&mut value);
+        self.push(Op::Input, shape, value, false)
+    }
+
     /// Records a trainable parameter.
     pub fn param(&mut self, id: ParamId) -> Var {
         let shape = Shape::new(self.params.get(id).shape());

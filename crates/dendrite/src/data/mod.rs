@@ -205,14 +205,32 @@ impl Dataset {
     ///
     /// Panics if an index is out of range.
     pub fn gather_into(&self, indices: &[usize], out: &mut Vec<f32>) {
+        let cols = self.features.dims2().1;
+        out.clear();
+        out.resize(indices.len() * cols, 0.0);
+        self.gather_into_slice(indices, out);
+    }
+
+    /// Copies the features of the rows in `indices`, in that order, into `out`, which must
+    /// hold exactly `indices.len() * feature_len()` values.
+    ///
+    /// # Panics
+    ///
+    /// Panics if an index is out of range or `out` has the wrong length.
+    pub fn gather_into_slice(&self, indices: &[usize], out: &mut [f32]) {
         let (rows, cols) = self.features.dims2();
         let data = self.features.data();
+        assert_eq!(
+            out.len(),
+            indices.len() * cols,
+            "gather needs {} values for {} rows",
+            indices.len() * cols,
+            indices.len()
+        );
 
-        out.clear();
-        out.reserve(indices.len() * cols);
-        for &i in indices {
+        for (&i, dst) in indices.iter().zip(out.chunks_exact_mut(cols.max(1))) {
             assert!(i < rows, "row index {i} out of range for {rows} rows");
-            out.extend_from_slice(&data[i * cols..(i + 1) * cols]);
+            dst.copy_from_slice(&data[i * cols..(i + 1) * cols]);
         }
     }
 

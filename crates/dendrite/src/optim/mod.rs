@@ -10,6 +10,7 @@ mod schedule;
 pub use perceptron::{Perceptron, PerceptronReport};
 pub use schedule::Schedule;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::autograd::Parameters;
@@ -265,79 +266,187 @@ impl Optimizer {
                 grad.len(),
                 w.len()
             );
-            let (first, second) = (&mut self.first[i], &mut self.second[i]);
-            match self.config {
-                OptimizerConfig::Sgd {
-                    momentum,
-                    nesterov,
-                    weight_decay,
-                    ..
-                } => {
-                    for j in 0..w.len() {
-                        let mut g = grad[j] + weight_decay * w[j];
-                        if momentum != 0.0 {
-                            // PyTorch starts the buffer at the first gradient, not at zero.
-                            first[j] = if t == 1 { g } else { momentum * first[j] + g };
-                            g = if nesterov {
-                                g + momentum * first[j]
-                            } else {
-                                first[j]
-                            };
-                        }
-                        w[j] -= lr * g;
-                    }
-                }
-                OptimizerConfig::Adam {
-                    beta1,
-                    beta2,
-                    epsilon,
-                    weight_decay,
-                    ..
-                }
-                | OptimizerConfig::AdamW {
-                    beta1,
-                    beta2,
-                    epsilon,
-                    weight_decay,
-                    ..
-                } => {
-                    let decoupled = matches!(self.config, OptimizerConfig::AdamW { .. });
-                    let bias1 = 1.0 - beta1.powi(t);
-                    let bias2_sqrt = (1.0 - beta2.powi(t)).sqrt();
-                    let step_size = lr / bias1;
-                    for j in 0..w.len() {
-                        let mut g = grad[j];
-                        if decoupled {
-                            w[j] -= lr * weight_decay * w[j];
-                        } else {
-                            g += weight_decay * w[j];
-                        }
-                        first[j] = beta1 * first[j] + (1.0 - beta1) * g;
-                        second[j] = beta2 * second[j] + (1.0 - beta2) * g * g;
-                        w[j] -= step_size * first[j] / (second[j].sqrt() / bias2_sqrt + epsilon);
-                    }
-                }
-                OptimizerConfig::RmsProp {
-                    alpha,
-                    epsilon,
-                    momentum,
-                    weight_decay,
-                    ..
-                } => {
-                    for j in 0..w.len() {
-                        let g = grad[j] + weight_decay * w[j];
-                        second[j] = alpha * second[j] + (1.0 - alpha) * g * g;
-                        let update = g / (second[j].sqrt() + epsilon);
-                        if momentum != 0.0 {
-                            first[j] = momentum * first[j] + update;
-                            w[j] -= lr * first[j];
-                        } else {
-                            w[j] -= lr * update;
-                        }
-                    }
+            let (first, second) = (&mut self.first[i][..], &mut self.second[i][..]);
+            let config = &self.config;
+
+            // Large tensors are updated in chunks on all threads. Every element's update is
+            // independent, so the result does not depend on the thread count.
+            if w.len() >= 2 * PARALLEL_CHUNK && rayon::current_num_threads() > 1 {
+                w.par_chunks_mut(PARALLEL_CHUNK)
+                    .zip(grad.par_chunks(PARALLEL_CHUNK))
+                    .zip(first.par_chunks_mut(PARALLEL_CHUNK))
+                    .zip(second.par_chunks_mut(PARALLEL_CHUNK))
+                    .for_each(|(((w, g), m), v)| update(config, w, g, m, v, lr, t));
+            } else {
+                update(config, w, grad, first, second, lr, t);
+            }
+        }
+    }
+}
+
+/// Parameters with at least twice this many values are updated on several threads.
+const PARALLEL_CHUNK: usize = 16 * 1024;
+
+/// Applies one step of the rule in `config` to one parameter (or a chunk of it) with its
+/// gradient and its two state buffers; `t` is the step number, from 1.
+fn update(
+    config: &OptimizerConfig,
+    w: &mut [f32],
+    grad: &[f32],
+    first: &mut [f32],
+    second: &mut [f32],
+    lr: f32,
+    t: i32,
+) {
+    // Each rule is written as plain zipped loops with the branches hoisted out, so the
+    // compiler vectorizes them.
+    match *config {
+        OptimizerConfig::Sgd {
+            momentum,
+            nesterov,
+            weight_decay,
+            ..
+        } => {
+            sgd_update(w, grad, first, lr, momentum, nesterov, weight_decay, t == 1);
+        }
+        OptimizerConfig::Adam {
+            beta1,
+            beta2,
+            epsilon,
+            weight_decay,
+            ..
+        } => {
+            adam_update(
+                w,
+                grad,
+                first,
+                second,
+                lr,
+                beta1,
+                beta2,
+                epsilon,
+                weight_decay,
+                false,
+                t,
+            );
+        }
+        OptimizerConfig::AdamW {
+            beta1,
+            beta2,
+            epsilon,
+            weight_decay,
+            ..
+        } => {
+            adam_update(
+                w,
+                grad,
+                first,
+                second,
+                lr,
+                beta1,
+                beta2,
+                epsilon,
+                weight_decay,
+                true,
+                t,
+            );
+        }
+        OptimizerConfig::RmsProp {
+            alpha,
+            epsilon,
+            momentum,
+            weight_decay,
+            ..
+        } => {
+            for (((w, &g), v), buffer) in w
+                .iter_mut()
+                .zip(grad)
+                .zip(second.iter_mut())
+                .zip(first.iter_mut())
+            {
+                let g = g + weight_decay * *w;
+                *v = alpha * *v + (1.0 - alpha) * g * g;
+                let step = g / (v.sqrt() + epsilon);
+                if momentum != 0.0 {
+                    *buffer = momentum * *buffer + step;
+                    *w -= lr * *buffer;
+                } else {
+                    *w -= lr * step;
                 }
             }
         }
+    }
+}
+
+/// One SGD step on one parameter. PyTorch starts the momentum buffer at the first gradient,
+/// not at zero, and so does `first_step`.
+#[allow(clippy::too_many_arguments)]
+fn sgd_update(
+    w: &mut [f32],
+    grad: &[f32],
+    buffer: &mut [f32],
+    lr: f32,
+    momentum: f32,
+    nesterov: bool,
+    weight_decay: f32,
+    first_step: bool,
+) {
+    if momentum == 0.0 {
+        for (w, &g) in w.iter_mut().zip(grad) {
+            *w -= lr * (g + weight_decay * *w);
+        }
+        return;
+    }
+    let keep = if first_step { 0.0 } else { momentum };
+    if nesterov {
+        for ((w, &g), b) in w.iter_mut().zip(grad).zip(buffer.iter_mut()) {
+            let g = g + weight_decay * *w;
+            *b = keep * *b + g;
+            *w -= lr * (g + momentum * *b);
+        }
+    } else {
+        for ((w, &g), b) in w.iter_mut().zip(grad).zip(buffer.iter_mut()) {
+            let g = g + weight_decay * *w;
+            *b = keep * *b + g;
+            *w -= lr * *b;
+        }
+    }
+}
+
+/// One Adam or AdamW step on one parameter; `decoupled` selects AdamW's weight decay.
+#[allow(clippy::too_many_arguments)]
+fn adam_update(
+    w: &mut [f32],
+    grad: &[f32],
+    first: &mut [f32],
+    second: &mut [f32],
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    epsilon: f32,
+    weight_decay: f32,
+    decoupled: bool,
+    t: i32,
+) {
+    let bias1 = 1.0 - beta1.powi(t);
+    let inv_bias2_sqrt = 1.0 / (1.0 - beta2.powi(t)).sqrt();
+    let step_size = lr / bias1;
+    let (shrink, l2) = if decoupled {
+        (1.0 - lr * weight_decay, 0.0)
+    } else {
+        (1.0, weight_decay)
+    };
+    for (((w, &g), m), v) in w
+        .iter_mut()
+        .zip(grad)
+        .zip(first.iter_mut())
+        .zip(second.iter_mut())
+    {
+        let g = g + l2 * *w;
+        *w *= shrink;
+        *m = beta1 * *m + (1.0 - beta1) * g;
+        *v = beta2 * *v + (1.0 - beta2) * g * g;
+        *w -= step_size * *m / (v.sqrt() * inv_bias2_sqrt + epsilon);
     }
 }
 

@@ -212,7 +212,6 @@ pub fn fit(
     let mut rng = Rng::for_stream(config.seed, SHUFFLE_STREAM);
     let mut workspace =
         Workspace::with_seed(Rng::for_stream(config.seed, DROPOUT_STREAM).next_u64());
-    let mut features = Vec::new();
     let mut labels = Vec::new();
     let mut values = Vec::new();
     let mut shape = vec![0];
@@ -236,7 +235,6 @@ pub fn fit(
                 config.epochs,
             ));
             shape[0] = batch.len();
-            train.gather_into(batch, &mut features);
             let targets = match &train.targets {
                 Targets::Classes { .. } => {
                     train.gather_labels_into(batch, &mut labels);
@@ -250,7 +248,7 @@ pub fn fit(
 
             let loss = {
                 let mut graph = Graph::new(model.params(), &mut workspace, true);
-                let x = graph.input_slice(&shape, &features);
+                let x = graph.input_with(&shape, |values| train.gather_into_slice(batch, values));
                 let y = model.forward(&mut graph, x);
                 let loss = config.loss.record(&mut graph, y, targets);
                 let value = graph.value(loss)[0];
