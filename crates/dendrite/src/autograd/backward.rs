@@ -1,7 +1,7 @@
 //! Backward rules: one match arm per recorded operation.
 
 use super::ops::sigmoid;
-use super::{Activation, Graph, Node, Op, Var};
+use super::{Activation, Graph, Node, Op, Var, take_from_pool};
 use crate::autograd::Parameters;
 use crate::tensor::{Transpose, matmul_into, sum_rows_into};
 
@@ -37,14 +37,7 @@ impl Sink<'_> {
             return Some((std::mem::take(&mut self.param_grads[id]), accumulate));
         }
         if node.grad.is_empty() {
-            let len = node.shape.numel();
-            let mut buffer = match self.pool.iter().rposition(|b| b.capacity() >= len) {
-                Some(i) => self.pool.swap_remove(i),
-                None => Vec::with_capacity(len),
-            };
-            buffer.clear();
-            buffer.resize(len, 0.0);
-            Some((buffer, false))
+            Some((take_from_pool(self.pool, node.shape.numel()), false))
         } else {
             Some((std::mem::take(&mut node.grad), true))
         }
@@ -110,12 +103,8 @@ impl Graph<'_> {
         ws.param_grad_written.clear();
         ws.param_grad_written.resize(params.len(), false);
 
-        let mut seed = match ws.pool.pop() {
-            Some(buffer) => buffer,
-            None => Vec::with_capacity(1),
-        };
-        seed.clear();
-        seed.push(1.0);
+        let mut seed = take_from_pool(&mut ws.pool, 1);
+        seed[0] = 1.0;
         ws.nodes[loss.0].grad = seed;
 
         for i in (0..=loss.0).rev() {

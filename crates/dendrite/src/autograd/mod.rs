@@ -165,16 +165,22 @@ impl Workspace {
         &self.param_grads
     }
 
+    /// The total capacity, in values, of every buffer the workspace holds. After the first
+    /// step of a fixed-shape training loop it stays the same.
+    pub fn capacity(&self) -> usize {
+        let nodes: usize = self
+            .nodes
+            .iter()
+            .map(|n| n.value.capacity() + n.aux.capacity() + n.grad.capacity())
+            .sum();
+        let pool: usize = self.pool.iter().map(Vec::capacity).sum();
+        let grads: usize = self.param_grads.iter().map(Vec::capacity).sum();
+        nodes + pool + grads
+    }
+
     /// Takes a zero-filled buffer of `len` values, reusing a returned one when possible.
     fn take_buffer(&mut self, len: usize) -> Vec<f32> {
-        let found = self.pool.iter().rposition(|b| b.capacity() >= len);
-        let mut buffer = match found {
-            Some(i) => self.pool.swap_remove(i),
-            None => Vec::with_capacity(len),
-        };
-        buffer.clear();
-        buffer.resize(len, 0.0);
-        buffer
+        take_from_pool(&mut self.pool, len)
     }
 
     /// Returns every node's buffers to the pool and forgets the nodes.
@@ -201,6 +207,24 @@ impl Default for Workspace {
             rng: Rng::new(0),
         }
     }
+}
+
+/// Takes a zero-filled buffer of `len` values from `pool`: the smallest one that fits, so that
+/// a step that repeats the previous step's requests gets every buffer back without allocating.
+pub(crate) fn take_from_pool(pool: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let best = pool
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.capacity() >= len)
+        .min_by_key(|(_, b)| b.capacity())
+        .map(|(i, _)| i);
+    let mut buffer = match best {
+        Some(i) => pool.swap_remove(i),
+        None => Vec::with_capacity(len),
+    };
+    buffer.clear();
+    buffer.resize(len, 0.0);
+    buffer
 }
 
 /// The tape of one forward pass over a set of [`Parameters`].

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Graph, Op, Shape, Var};
-use crate::tensor::{Transpose, add_row_broadcast, matmul_into};
+use crate::tensor::{Transpose, add_row_broadcast, matmul_into, matmul_rows_into};
 
 /// Elementwise activation functions.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -191,17 +191,33 @@ impl Graph<'_> {
             );
             add_row_broadcast(&mut out, None, self.value(bias));
         }
-        matmul_into(
-            &mut out,
-            self.value(x),
-            Transpose::No,
-            self.value(w),
-            Transpose::Yes,
-            batch,
-            inputs,
-            outputs,
-            bias.is_some(),
-        );
+        if self.training {
+            matmul_into(
+                &mut out,
+                self.value(x),
+                Transpose::No,
+                self.value(w),
+                Transpose::Yes,
+                batch,
+                inputs,
+                outputs,
+                bias.is_some(),
+            );
+        } else {
+            // Evaluation multiplies row by row so that a prediction does not depend on the
+            // other rows of its batch.
+            let (xs, ws) = (self.value(x), self.value(w));
+            matmul_rows_into(
+                &mut out,
+                xs,
+                ws,
+                Transpose::Yes,
+                batch,
+                inputs,
+                outputs,
+                bias.is_some(),
+            );
+        }
         let needs_grad = self.node(x).needs_grad
             || self.node(w).needs_grad
             || bias.is_some_and(|b| self.node(b).needs_grad);

@@ -336,3 +336,121 @@ impl Sequential {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mlp_specs() -> Vec<LayerSpec> {
+        vec![
+            LayerSpec::Flatten,
+            LayerSpec::Dense {
+                units: 8,
+                activation: Some(Activation::Relu),
+                init: Init::HeUniform,
+                bias: true,
+            },
+            LayerSpec::Dropout { rate: 0.5 },
+            LayerSpec::Dense {
+                units: 3,
+                activation: None,
+                init: Init::GlorotUniform,
+                bias: false,
+            },
+        ]
+    }
+
+    #[test]
+    fn parameters_are_named_by_layer_position() {
+        let model = Sequential::new(&[2, 3], mlp_specs(), 0).unwrap();
+        let names: Vec<&str> = model.params().iter().map(|(name, _)| name).collect();
+        assert_eq!(
+            names,
+            ["layers.1.weight", "layers.1.bias", "layers.3.weight"]
+        );
+        assert_eq!(model.params().get(0).shape(), &[8, 6]);
+        assert_eq!(model.output_shape(), &[3]);
+        assert_eq!(model.params().numel(), 8 * 6 + 8 + 3 * 8);
+    }
+
+    #[test]
+    fn summary_counts_parameters_per_layer() {
+        let model = Sequential::new(&[2, 3], mlp_specs(), 0).unwrap();
+        let summary = model.summary();
+        let counts: Vec<usize> = summary.iter().map(|row| row.parameters).collect();
+        assert_eq!(counts, [0, 56, 0, 24]);
+        assert_eq!(summary[0].output_shape, vec![6]);
+        assert_eq!(summary[1].name, "layers.1 (dense)");
+    }
+
+    #[test]
+    fn zero_units_are_rejected() {
+        let specs = vec![LayerSpec::Dense {
+            units: 0,
+            activation: None,
+            init: Init::Zeros,
+            bias: true,
+        }];
+        let message = Sequential::new(&[4], specs, 0).unwrap_err().to_string();
+        assert!(
+            message.contains("layer 0 (dense) has units = 0"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn invalid_dropout_rate_is_rejected() {
+        let specs = vec![LayerSpec::Dropout { rate: 1.0 }];
+        let message = Sequential::new(&[4], specs, 0).unwrap_err().to_string();
+        assert!(message.contains("rate = 1"), "{message}");
+    }
+
+    #[test]
+    fn empty_model_is_rejected() {
+        assert!(Sequential::new(&[4], Vec::new(), 0).is_err());
+        assert!(Sequential::new(&[], mlp_specs(), 0).is_err());
+    }
+
+    #[test]
+    fn prediction_does_not_depend_on_batch() {
+        let model = Sequential::new(&[2, 3], mlp_specs(), 4).unwrap();
+        let mut rng = Rng::new(1);
+        let inputs = Tensor::from_vec(&[70, 2, 3], (0..420).map(|_| rng.normal()).collect());
+        let together = model.predict(&inputs, 64);
+        assert_eq!(together.shape(), &[70, 3]);
+        for batch in [1, 2, 17, 70] {
+            assert_eq!(
+                together.data(),
+                model.predict(&inputs, batch).data(),
+                "batch {batch}"
+            );
+        }
+    }
+
+    #[test]
+    fn from_parameters_checks_names_and_shapes() {
+        let model = Sequential::new(&[2, 3], mlp_specs(), 0).unwrap();
+        let rebuilt = Sequential::from_parameters(&[2, 3], mlp_specs(), model.params()).unwrap();
+        assert_eq!(rebuilt.params(), model.params());
+
+        let mut wrong_shape = Parameters::new();
+        wrong_shape.push("layers.1.weight", Tensor::zeros(&[8, 5]));
+        let message = Sequential::from_parameters(&[2, 3], mlp_specs(), &wrong_shape)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("layers.1.weight has shape [8, 5]"),
+            "{message}"
+        );
+
+        let mut extra = model.params().clone();
+        extra.push("layers.9.weight", Tensor::zeros(&[1]));
+        let message = Sequential::from_parameters(&[2, 3], mlp_specs(), &extra)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("layers.9.weight does not belong"),
+            "{message}"
+        );
+    }
+}

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use rayon::prelude::*;
+
 /// How a matmul operand is stored relative to its logical shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transpose {
@@ -42,6 +44,75 @@ pub fn matmul_into(
     n: usize,
     accumulate: bool,
 ) {
+    gemm_call(dst, lhs, lhs_t, rhs, rhs_t, m, k, n, accumulate, true);
+}
+
+/// Computes the same product as [`matmul_into`] with `lhs` not transposed, but one row of
+/// `lhs` at a time, spread over the rayon threads. Each output row then depends only on its
+/// input row, bit for bit, whatever the number of rows: `gemm` picks its kernels and summation
+/// order from the whole shape, so a row multiplied inside a batch can differ in the last bits
+/// from the same row multiplied alone.
+///
+/// # Panics
+///
+/// Panics if a slice is shorter than its shape needs.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_rows_into(
+    dst: &mut [f32],
+    lhs: &[f32],
+    rhs: &[f32],
+    rhs_t: Transpose,
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    assert!(
+        dst.len() >= m * n && lhs.len() >= m * k,
+        "matmul_rows_into: slices too short for {m} rows"
+    );
+    if n == 0 || m == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    dst[..m * n]
+        .par_chunks_mut(n)
+        .zip(lhs[..m * k].par_chunks(k))
+        .with_min_len(8)
+        .for_each(|(dst_row, lhs_row)| {
+            gemm_call(
+                dst_row,
+                lhs_row,
+                Transpose::No,
+                rhs,
+                rhs_t,
+                1,
+                k,
+                n,
+                accumulate,
+                false,
+            );
+        });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_call(
+    dst: &mut [f32],
+    lhs: &[f32],
+    lhs_t: Transpose,
+    rhs: &[f32],
+    rhs_t: Transpose,
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+    allow_threads: bool,
+) {
     assert!(
         dst.len() >= m * n,
         "matmul dst has {} values, needs {}",
@@ -80,7 +151,7 @@ pub fn matmul_into(
         Transpose::Yes => (1, k as isize),
     };
 
-    let parallelism = if m * n * k < PARALLEL_MIN_FLOPS {
+    let parallelism = if m * n * k < PARALLEL_MIN_FLOPS || !allow_threads {
         gemm::Parallelism::None
     } else {
         match GEMM_THREADS.load(Ordering::Relaxed) {
@@ -178,6 +249,34 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn row_by_row_matmul_is_batch_invariant() {
+        let mut rng = Rng::new(5);
+        let (k, n) = (37, 19);
+        let lhs: Vec<f32> = (0..70 * k).map(|_| rng.normal()).collect();
+        let rhs: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+        let mut all = vec![0.0; 70 * n];
+        matmul_rows_into(&mut all, &lhs, &rhs, Transpose::Yes, 70, k, n, false);
+        for row in [0, 13, 69] {
+            let mut alone = vec![0.0; n];
+            matmul_rows_into(
+                &mut alone,
+                &lhs[row * k..(row + 1) * k],
+                &rhs,
+                Transpose::Yes,
+                1,
+                k,
+                n,
+                false,
+            );
+            assert_eq!(alone, &all[row * n..(row + 1) * n]);
+        }
+        let expected = naive(&lhs, Transpose::No, &rhs, Transpose::Yes, 70, k, n);
+        for (got, want) in all.iter().zip(&expected) {
+            assert!((*got as f64 - want).abs() < 1e-4, "got {got}, want {want}");
         }
     }
 
