@@ -1,6 +1,7 @@
 //! `dendrite evaluate` and `dendrite predict`.
 
 use std::fmt::Write as _;
+use std::io::{ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -106,9 +107,23 @@ pub fn predict(model_path: &Path, input: &Path, out: Option<&Path>) -> Result<()
 
     match out {
         Some(path) => model::write_atomic(path, csv.as_bytes())?,
-        None => print!("{csv}"),
+        None => write_stdout(&csv)?,
     }
     Ok(())
+}
+
+/// Writes `text` to standard output. A reader that closes the pipe early, as `head` does,
+/// has all the rows it wants, so a broken pipe ends the output without an error.
+fn write_stdout(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == ErrorKind::BrokenPipe => Ok(()),
+        Err(error) => Err(error).context("cannot write the predictions to standard output"),
+    }
 }
 
 /// Turns one row of model outputs into class probabilities.

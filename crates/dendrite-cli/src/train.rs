@@ -13,7 +13,7 @@ use dendrite::nn::Sequential;
 use dendrite::train::{self, Callback, EpochRecord, Evaluation};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{Config, split_validation};
+use crate::config::{Config, LoadedData, split_validation};
 
 /// Runs `dendrite train CONFIG [--out DIR]`.
 pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> {
@@ -21,13 +21,17 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
     let config = Config::load(config_path)?;
 
     // Everything that can fail on bad input is checked before the output folder is touched.
-    let data = config.data.load()?;
+    let LoadedData {
+        train: full_train,
+        test,
+        columns,
+    } = config.data.load()?;
     let (train_set, validation_set) = split_validation(
-        &data.train,
+        &full_train,
         config.data.validation_split(),
         config.training.seed,
     )?;
-    if let Some(test) = &data.test
+    if let Some(test) = &test
         && test.feature_shape() != train_set.feature_shape()
     {
         anyhow::bail!(
@@ -42,22 +46,20 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         config.training.seed,
     )
     .with_context(|| format!("{}: [model]", config_path.display()))?;
-    let task = match &data.train.targets {
+    let task = match &full_train.targets {
         Targets::Classes { class_names, .. } => Task::Classification {
             class_names: class_names.clone(),
         },
         Targets::Values(_) => Task::Regression {
-            target_names: data
-                .columns
+            target_names: columns
                 .as_ref()
                 .map(|(_, targets)| targets.clone())
                 .unwrap_or_default(),
         },
     };
-    let columns = data
-        .columns
-        .clone()
-        .map(|(features, targets)| Columns { features, targets });
+    let columns = columns.map(|(features, targets)| Columns { features, targets });
+    // The split copied the rows; the full training set is no longer needed.
+    drop(full_train);
 
     let out_dir = out.unwrap_or_else(|| {
         let stem = config_path
@@ -70,7 +72,7 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         "training on {} rows, validating on {}, testing on {}; {} parameters",
         train_set.len(),
         validation_set.as_ref().map_or(0, |v| v.len()),
-        data.test.as_ref().map_or(0, |t| t.len()),
+        test.as_ref().map_or(0, |t| t.len()),
         model.params().numel()
     );
 
@@ -132,8 +134,7 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
             train::evaluate(&model, validation, config.training.loss, batch).to_map(),
         );
     }
-    let test_eval = data
-        .test
+    let test_eval = test
         .as_ref()
         .map(|test| train::evaluate(&model, test, config.training.loss, batch));
     if let Some(test_eval) = &test_eval {

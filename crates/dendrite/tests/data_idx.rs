@@ -286,7 +286,7 @@ fn count_mismatch_names_both_files() {
         .to_string();
 
     assert!(
-        message.contains(&format!("{} contains 3 images", images.display())),
+        message.contains(&format!("{}: contains 3 images", images.display())),
         "{message}"
     );
     assert!(

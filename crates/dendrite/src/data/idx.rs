@@ -119,9 +119,8 @@ pub fn load_idx_dataset(
         return Err(Error::invalid_data(
             images_path,
             format!(
-                "{} contains {image_count} images but {} contains {} labels; \
+                "contains {image_count} images but {} contains {} labels; \
                  use the image and label files of the same split",
-                images_path.display(),
                 labels_path.display(),
                 raw_labels.len()
             ),
