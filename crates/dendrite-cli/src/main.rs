@@ -113,20 +113,23 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(threads) = cli.threads {
-        if threads == 0 {
-            eprintln!("error: --threads must be at least 1");
+    let threads = cli.threads.unwrap_or(0);
+    if cli.threads == Some(0) {
+        eprintln!("error: --threads must be at least 1");
+        return ExitCode::from(2);
+    }
+    dendrite::tensor::set_gemm_threads(threads);
+
+    // The command runs on a thread of the pool, so that the thread driving training also
+    // takes its share of each parallel kernel instead of waiting for the others.
+    let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(pool) => pool,
+        Err(error) => {
+            eprintln!("error: cannot start {threads} threads: {error}");
             return ExitCode::from(2);
         }
-        // The global pool can only be built once, before any parallel work.
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .expect("thread pool is built once, first");
-        dendrite::tensor::set_gemm_threads(threads);
-    }
-
-    let result = match cli.command {
+    };
+    let result = pool.install(|| match cli.command {
         Command::Train { config, out, quiet } => train::run(&config, out, quiet),
         Command::Evaluate {
             model,
@@ -134,7 +137,7 @@ fn main() -> ExitCode {
             labels,
         } => infer::evaluate(&model, &data, labels.as_deref()),
         Command::Predict { model, input, out } => infer::predict(&model, &input, out.as_deref()),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

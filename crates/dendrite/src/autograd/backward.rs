@@ -24,7 +24,7 @@ impl Sink<'_> {
         }
     }
 
-    /// Takes the gradient buffer of `var` out for writing, with `true` if it already holds a
+    /// Takes the gradient buffer of `var` out for writing, with `true` if it already contains a
     /// contribution that must be added to, or `None` if `var` needs no gradient.
     fn take(&mut self, var: Var) -> Option<(Vec<f32>, bool)> {
         let node = &mut self.lower[var.0];

@@ -78,7 +78,7 @@ impl Shape {
     }
 }
 
-/// What produced a node, with the inputs its backward rule needs.
+/// The operation that produced a node, with the inputs its backward rule needs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Op {
     /// Data fed in from outside; it gets no gradient.
@@ -183,7 +183,7 @@ impl Workspace {
         take_from_pool(&mut self.pool, len)
     }
 
-    /// Returns every node's buffers to the pool and forgets the nodes.
+    /// Returns every node's buffers to the pool and clears the tape.
     fn recycle(&mut self) {
         for node in self.nodes.drain(..) {
             for buffer in [node.value, node.aux, node.grad] {

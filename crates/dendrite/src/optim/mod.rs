@@ -13,7 +13,9 @@ pub use schedule::Schedule;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::autograd::Parameters;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::autograd::{ParamId, Parameters};
 use crate::error::{Error, Result};
 
 /// An optimizer and its hyperparameters, as written in a config.
@@ -230,17 +232,48 @@ impl Optimizer {
 
     /// Updates every parameter from its gradient; `grads[i]` is laid out like parameter `i`.
     ///
+    /// Returns the id of the first parameter whose gradient contains a NaN or infinite value,
+    /// if any; see [`Optimizer::step_weighted`] for what is then updated.
+    ///
     /// # Panics
     ///
     /// Panics if `grads` does not match `params` in count or sizes.
-    pub fn step(&mut self, params: &mut Parameters, grads: &[Vec<f32>]) {
-        assert_eq!(
-            params.len(),
-            grads.len(),
-            "optimizer got {} gradients for {} parameters",
-            grads.len(),
-            params.len()
+    pub fn step(&mut self, params: &mut Parameters, grads: &[Vec<f32>]) -> Option<ParamId> {
+        self.step_weighted(params, &[grads], &[1.0])
+    }
+
+    /// Updates every parameter from the gradient `sum_s weights[s] * grads[s][i]`, the form
+    /// in which data-parallel shards deliver it. The sum is formed chunk by chunk while the
+    /// chunk is in cache; with one source of weight 1 it is the gradient itself.
+    ///
+    /// The gradient is checked for NaN and infinite values in the same pass. A chunk that
+    /// contains one is left unchanged, but other chunks are updated, so on `Some(id)` (the
+    /// first such parameter) the caller should restore the parameters and the optimizer from
+    /// a copy, or stop.
+    ///
+    /// # Panics
+    ///
+    /// Panics if there is no source, the counts of sources and weights differ, or a source
+    /// does not match `params` in count or sizes.
+    pub fn step_weighted(
+        &mut self,
+        params: &mut Parameters,
+        grads: &[&[Vec<f32>]],
+        weights: &[f32],
+    ) -> Option<ParamId> {
+        assert!(
+            !grads.is_empty() && grads.len() == weights.len(),
+            "optimizer needs one weight per gradient source"
         );
+        for source in grads {
+            assert_eq!(
+                params.len(),
+                source.len(),
+                "optimizer got {} gradients for {} parameters",
+                source.len(),
+                params.len()
+            );
+        }
         if self.first.len() != params.len() {
             self.first = params
                 .values()
@@ -256,36 +289,85 @@ impl Optimizer {
         self.steps += 1;
         let lr = self.learning_rate;
         let t = self.steps as i32;
+        let config = &self.config;
 
-        for (i, (param, grad)) in params.values_mut().iter_mut().zip(grads).enumerate() {
+        // The tensors are cut into fixed chunks; each chunk's update is independent of the
+        // others, so chunks run on all threads and the result does not depend on their count.
+        let mut tasks = Vec::new();
+        let state = self.first.iter_mut().zip(self.second.iter_mut());
+        for (i, (param, (first, second))) in params.values_mut().iter_mut().zip(state).enumerate() {
             let w = param.data_mut();
-            assert_eq!(
-                w.len(),
-                grad.len(),
-                "gradient {i} has {} values, its parameter {}",
-                grad.len(),
-                w.len()
-            );
-            let (first, second) = (&mut self.first[i][..], &mut self.second[i][..]);
-            let config = &self.config;
-
-            // Large tensors are updated in chunks on all threads. Every element's update is
-            // independent, so the result does not depend on the thread count.
-            if w.len() >= 2 * PARALLEL_CHUNK && rayon::current_num_threads() > 1 {
-                w.par_chunks_mut(PARALLEL_CHUNK)
-                    .zip(grad.par_chunks(PARALLEL_CHUNK))
-                    .zip(first.par_chunks_mut(PARALLEL_CHUNK))
-                    .zip(second.par_chunks_mut(PARALLEL_CHUNK))
-                    .for_each(|(((w, g), m), v)| update(config, w, g, m, v, lr, t));
-            } else {
-                update(config, w, grad, first, second, lr, t);
+            for source in grads {
+                assert_eq!(
+                    w.len(),
+                    source[i].len(),
+                    "gradient {i} has {} values, its parameter {}",
+                    source[i].len(),
+                    w.len()
+                );
             }
+            let chunks = w
+                .chunks_mut(CHUNK)
+                .zip(first.chunks_mut(CHUNK))
+                .zip(second.chunks_mut(CHUNK));
+            tasks.extend(
+                chunks
+                    .enumerate()
+                    .map(|(c, ((w, m), v))| (i, c * CHUNK, w, m, v)),
+            );
+        }
+        let first_bad = AtomicUsize::new(usize::MAX);
+        let run = |(i, start, w, m, v): (usize, usize, &mut [f32], &mut [f32], &mut [f32])| {
+            let range = start..start + w.len();
+            if grads.len() == 1 && weights[0] == 1.0 {
+                let grad = &grads[0][i][range];
+                if all_finite(grad) {
+                    update(config, w, grad, m, v, lr, t);
+                } else {
+                    first_bad.fetch_min(i, Ordering::Relaxed);
+                }
+                return;
+            }
+            let mut scratch = [0.0f32; CHUNK];
+            let scratch = &mut scratch[..w.len()];
+            for (s, g) in scratch.iter_mut().zip(&grads[0][i][range.clone()]) {
+                *s = weights[0] * g;
+            }
+            for (source, &weight) in grads.iter().zip(weights).skip(1) {
+                for (s, g) in scratch.iter_mut().zip(&source[i][range.clone()]) {
+                    *s += weight * g;
+                }
+            }
+            if all_finite(scratch) {
+                update(config, w, scratch, m, v, lr, t);
+            } else {
+                first_bad.fetch_min(i, Ordering::Relaxed);
+            }
+        };
+        if rayon::current_num_threads() > 1 {
+            tasks.into_par_iter().for_each(run);
+        } else {
+            tasks.into_iter().for_each(run);
+        }
+        match first_bad.into_inner() {
+            usize::MAX => None,
+            id => Some(id),
         }
     }
 }
 
-/// Parameters with at least twice this many values are updated on several threads.
-const PARALLEL_CHUNK: usize = 16 * 1024;
+/// Returns true if no value is NaN or infinite. The loop has no early exit, so it vectorizes.
+fn all_finite(values: &[f32]) -> bool {
+    let mut finite = true;
+    for v in values {
+        finite &= v.is_finite();
+    }
+    finite
+}
+
+/// Values updated per pass of the inner loops: small enough that a chunk of the weights, the
+/// gradient and the state stays in the L2 cache between the summation and the update.
+const CHUNK: usize = 8 * 1024;
 
 /// Applies one step of the rule in `config` to one parameter (or a chunk of it) with its
 /// gradient and its two state buffers; `t` is the step number, from 1.

@@ -2,6 +2,7 @@
 //! against NaN and infinite values.
 
 mod metrics;
+mod step;
 
 pub use metrics::{Evaluation, evaluate, predicted_classes};
 
@@ -9,12 +10,13 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::autograd::{Graph, Parameters, Workspace};
+use crate::autograd::Parameters;
 use crate::data::{Batches, Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::nn::{Loss, Sequential, loss::BatchTargets};
+use crate::nn::{Loss, Sequential};
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::rng::Rng;
+use step::StepRunner;
 
 /// Training settings, as written under `[training]` in a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,12 +212,12 @@ pub fn fit(
     let base_learning_rate = config.optimizer.learning_rate();
     let mut batches = Batches::new(train.len(), batch_size, config.shuffle)?;
     let mut rng = Rng::for_stream(config.seed, SHUFFLE_STREAM);
-    let mut workspace =
-        Workspace::with_seed(Rng::for_stream(config.seed, DROPOUT_STREAM).next_u64());
-    let mut labels = Vec::new();
-    let mut values = Vec::new();
-    let mut shape = vec![0];
-    shape.extend_from_slice(train.feature_shape());
+    let dropout_seed = Rng::for_stream(config.seed, DROPOUT_STREAM).next_u64();
+    let mut runner = StepRunner::new(
+        rayon::current_num_threads(),
+        dropout_seed,
+        train.feature_shape(),
+    );
 
     let mut last_good: Parameters = model.params().clone();
     let mut best: Option<(f64, Parameters)> = None;
@@ -234,31 +236,12 @@ pub fn fit(
                 progress,
                 config.epochs,
             ));
-            shape[0] = batch.len();
-            let targets = match &train.targets {
-                Targets::Classes { .. } => {
-                    train.gather_labels_into(batch, &mut labels);
-                    BatchTargets::Classes(&labels)
-                }
-                Targets::Values(_) => {
-                    train.gather_values_into(batch, &mut values);
-                    BatchTargets::Values(&values)
-                }
-            };
-
-            let loss = {
-                let mut graph = Graph::new(model.params(), &mut workspace, true);
-                let x = graph.input_with(&shape, |values| train.gather_into_slice(batch, values));
-                let y = model.forward(&mut graph, x);
-                let loss = config.loss.record(&mut graph, y, targets);
-                let value = graph.value(loss)[0];
-                if value.is_finite() {
-                    graph.backward(loss);
-                }
-                value
-            };
+            let loss = runner.run(model, train, batch, config.loss);
+            // A non-finite loss skips the backward pass; a non-finite gradient is found by the
+            // optimizer, which then leaves those chunks alone. Either way the weights of the
+            // last finished epoch are put back.
             let bad_gradient = if loss.is_finite() {
-                workspace.gradients().iter().position(|g| !all_finite(g))
+                optimizer.step_weighted(model.params_mut(), &runner.gradients(), runner.weights())
             } else {
                 None
             };
@@ -276,7 +259,6 @@ pub fn fit(
                 });
             }
 
-            optimizer.step(model.params_mut(), workspace.gradients());
             loss_sum += loss as f64 * batch.len() as f64;
             callback.on_batch_end(batch.len(), loss);
         }
@@ -333,12 +315,6 @@ pub fn fit(
         _ => history.best_epoch = history.epochs.last().map(|r| r.epoch),
     }
     Ok(history)
-}
-
-/// Returns true if no value is NaN or infinite. `x * 0` is NaN exactly for those values, and
-/// the sum vectorizes.
-fn all_finite(values: &[f32]) -> bool {
-    values.iter().fold(0.0f32, |acc, &v| acc + v * 0.0) == 0.0
 }
 
 /// Checks that `dataset` fits the model's input and output and the loss.

@@ -1,0 +1,160 @@
+//! One training step's forward and backward passes, split over threads by rows.
+//!
+//! With several threads, a minibatch is cut into contiguous shards of rows. Each thread runs
+//! the forward and backward pass of its shard with its own workspace, and the shard gradients
+//! are combined, weighted by shard size, into the gradient of the whole batch. Threads then
+//! meet twice per step instead of once per matrix multiply: waking an idle thread costs tens
+//! of microseconds on a virtual machine, as much as a small multiply itself.
+//!
+//! The shards depend only on the batch size and the thread count, so the same seed and
+//! thread count give the same result; another thread count changes the summation order, and
+//! so the last bits.
+
+use rayon::prelude::*;
+
+use crate::autograd::Workspace;
+use crate::data::{Dataset, Targets};
+use crate::nn::{Loss, Sequential, loss::BatchTargets};
+use crate::rng::Rng;
+use crate::tensor::single_threaded;
+
+/// The smallest shard worth a thread: smaller ones make the per-shard matrix multiplies
+/// inefficient.
+const MIN_SHARD_ROWS: usize = 16;
+
+/// The workspace and batch buffers of one shard.
+struct Shard {
+    workspace: Workspace,
+    labels: Vec<usize>,
+    values: Vec<f32>,
+    shape: Vec<usize>,
+    loss: f32,
+}
+
+/// Runs training steps over up to `threads` shards and keeps the combined gradients.
+pub(crate) struct StepRunner {
+    shards: Vec<Shard>,
+    weights: Vec<f32>,
+    used: usize,
+}
+
+impl StepRunner {
+    /// Creates a runner for rows of `feature_shape`; shard 0 draws dropout masks from
+    /// `dropout_seed` and shard `i` from a stream derived from it.
+    pub(crate) fn new(threads: usize, dropout_seed: u64, feature_shape: &[usize]) -> Self {
+        let shards = (0..threads.max(1))
+            .map(|i| {
+                let seed = if i == 0 {
+                    dropout_seed
+                } else {
+                    Rng::for_stream(dropout_seed, i as u64).next_u64()
+                };
+                let mut shape = vec![0];
+                shape.extend_from_slice(feature_shape);
+                Shard {
+                    workspace: Workspace::with_seed(seed),
+                    labels: Vec::new(),
+                    values: Vec::new(),
+                    shape,
+                    loss: 0.0,
+                }
+            })
+            .collect();
+        StepRunner {
+            shards,
+            weights: vec![1.0],
+            used: 1,
+        }
+    }
+
+    /// Runs the forward and backward passes of the rows in `batch` and returns the mean loss.
+    /// When the loss is finite, [`StepRunner::gradients`] then contains its gradient.
+    pub(crate) fn run(
+        &mut self,
+        model: &Sequential,
+        train: &Dataset,
+        batch: &[usize],
+        loss: Loss,
+    ) -> f32 {
+        let used = self.shards.len().min(batch.len() / MIN_SHARD_ROWS).max(1);
+        self.used = used;
+        if used == 1 {
+            self.weights.clear();
+            self.weights.push(1.0);
+            return run_shard(&mut self.shards[0], model, train, batch, loss);
+        }
+
+        let rows = batch.len();
+        self.shards[..used]
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(i, shard)| {
+                let part = &batch[i * rows / used..(i + 1) * rows / used];
+                shard.loss = single_threaded(|| run_shard(shard, model, train, part, loss));
+            });
+
+        // Every loss is a mean over its shard's rows, so shard i weighs rows_i / rows.
+        self.weights.clear();
+        self.weights.extend(
+            (0..used).map(|i| ((i + 1) * rows / used - i * rows / used) as f32 / rows as f32),
+        );
+        self.shards[..used]
+            .iter()
+            .zip(&self.weights)
+            .map(|(s, w)| s.loss * w)
+            .sum()
+    }
+
+    /// The gradients of each shard of the last step, in shard order. The gradient of the
+    /// batch is their sum weighted by [`StepRunner::weights`]; the optimizer forms it chunk by
+    /// chunk, which saves a pass over memory.
+    pub(crate) fn gradients(&self) -> Vec<&[Vec<f32>]> {
+        self.shards[..self.used]
+            .iter()
+            .map(|s| s.workspace.gradients())
+            .collect()
+    }
+
+    /// The weight of each shard's gradient: its share of the batch rows.
+    pub(crate) fn weights(&self) -> &[f32] {
+        &self.weights
+    }
+}
+
+/// Runs the forward and backward pass of `rows` on one shard and returns its mean loss.
+fn run_shard(
+    shard: &mut Shard,
+    model: &Sequential,
+    train: &Dataset,
+    rows: &[usize],
+    loss: Loss,
+) -> f32 {
+    let Shard {
+        workspace,
+        labels,
+        values,
+        shape,
+        ..
+    } = shard;
+    shape[0] = rows.len();
+    let targets = match &train.targets {
+        Targets::Classes { .. } => {
+            train.gather_labels_into(rows, labels);
+            BatchTargets::Classes(labels)
+        }
+        Targets::Values(_) => {
+            train.gather_values_into(rows, values);
+            BatchTargets::Values(values)
+        }
+    };
+
+    let mut graph = crate::autograd::Graph::new(model.params(), workspace, true);
+    let x = graph.input_with(shape, |out| train.gather_into_slice(rows, out));
+    let y = model.forward(&mut graph, x);
+    let batch_loss = loss.record(&mut graph, y, targets);
+    let value = graph.value(batch_loss)[0];
+    if value.is_finite() {
+        graph.backward(batch_loss);
+    }
+    value
+}
