@@ -1,10 +1,11 @@
 """Measure PyTorch's CPU training throughput of the MLP 784-256-128-10 on MNIST digits.
 
-This is the reference for the `mlp-throughput` binary of the dendrite-benches crate. Both use
-the same network (with PyTorch's default initialization here), SGD with momentum 0.9 and
-learning rate 0.01, softmax cross-entropy and batch 64. Each epoch is shuffled afresh from a
-fixed seed and keeps its last partial batch. One warm-up epoch runs before the clock starts,
-and the script prints one JSON line in the same format as the Rust binary.
+This is the reference for the `mlp-throughput` binary of the dendrite-benches crate. Both
+train the same network with SGD (momentum 0.9, learning rate 0.01), softmax cross-entropy and
+batch 64. Each epoch is shuffled afresh from a fixed seed and keeps its last partial batch.
+The initial weights (PyTorch's default initialization here) and the shuffle order differ from
+the Rust side, which changes the loss but not the work per step. One warm-up epoch runs before
+the clock starts, and the script prints one JSON line in the same format as the Rust binary.
 
 Needs torch and numpy, for example in a virtualenv:
     python3 -m venv ~/torchenv && ~/torchenv/bin/pip install torch numpy

@@ -4,7 +4,7 @@
 # For each thread count, the script runs dendrite and PyTorch RUNS times each, alternating
 # between them. The order flips every round, so neither framework always runs first. Each run
 # goes through `/usr/bin/time -v`, which reports its maximum resident set size. At the end the
-# script prints a Markdown table of the medians. Run it from any folder. Settings come from
+# script prints Markdown tables of the medians. Run it from any folder. Settings come from
 # the environment:
 #
 #   PYTHON       interpreter with torch and numpy (default python3)
@@ -12,6 +12,8 @@
 #   EPOCHS       timed epochs per run, after one warm-up epoch (default 3)
 #   THREADS      thread counts to measure (default "1 2")
 #   RESULTS_DIR  folder for the raw JSON lines and time reports (default: a new temp folder)
+#   QUIET_WAIT   seconds to wait before each run for the CPUs to fall below 10% busy
+#                (default 120), because other work on the machine skews the timings
 #   CLI_ARGS     arguments for the peak-memory run of the dendrite command
 #                (default "train examples/mnist-mlp.toml --out RESULTS_DIR/cli-run --quiet")
 
@@ -24,6 +26,7 @@ python=${PYTHON:-python3}
 runs=${RUNS:-5}
 epochs=${EPOCHS:-3}
 threads_list=${THREADS:-"1 2"}
+quiet_wait=${QUIET_WAIT:-120}
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 results_dir=${RESULTS_DIR:-$(mktemp -d -t dendrite-bench.XXXXXX)}
 cli_args=${CLI_ARGS:-"train examples/mnist-mlp.toml --out $results_dir/cli-run --quiet"}
@@ -55,8 +58,10 @@ mkdir -p "$results_dir"
 results=$results_dir/results.jsonl
 : >"$results"
 
+busy_limit_pct=10
+
 # Prints the percentage of CPU time that all CPUs spent busy over the next half second, from
-# /proc/stat. Other work on the machine skews the timings, so each run records this value.
+# /proc/stat.
 cpu_busy_percent() {
     local before after
     before=$(head -n 1 /proc/stat)
@@ -66,7 +71,8 @@ cpu_busy_percent() {
         { idle[NR] = $5 + $6; total[NR] = 0; for (i = 2; i <= NF; i++) total[NR] += $i }
         END {
             elapsed = total[2] - total[1]
-            printf "%.0f", elapsed > 0 ? 100 * (elapsed - (idle[2] - idle[1])) / elapsed : 0
+            busy = elapsed > 0 ? 100 * (elapsed - (idle[2] - idle[1])) / elapsed : 0
+            printf "%.0f", busy
         }'
 }
 
@@ -79,9 +85,15 @@ run_measured() {
     local report=$results_dir/$label.time
     local output=$results_dir/$label.json
 
-    local busy
+    # Wait for other work on the machine to finish, up to quiet_wait seconds.
+    local busy waited=0
     busy=$(cpu_busy_percent)
-    if ((busy > 10)); then
+    while ((busy > busy_limit_pct && waited < quiet_wait)); do
+        sleep 0.5
+        waited=$((waited + 1))
+        busy=$(cpu_busy_percent)
+    done
+    if ((busy > busy_limit_pct)); then
         echo "  warning: the CPUs were $busy% busy before this run, so its throughput may read low" >&2
     fi
 

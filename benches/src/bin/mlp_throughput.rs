@@ -1,18 +1,19 @@
 //! Measures the training throughput of the MLP 784-256-128-10 on the MNIST training digits.
 //!
-//! The network, optimizer and batch order match `benches/mlp_torch.py`: ReLU hidden layers,
-//! SGD with momentum 0.9 and learning rate 0.01, softmax cross-entropy, and a fresh shuffle
-//! every epoch from a fixed seed, with the last partial batch kept. One warm-up epoch runs
-//! before the clock starts. The program prints one JSON line, which `benches/run.sh` collects.
+//! The workload matches `benches/mlp_torch.py`: ReLU hidden layers, SGD with momentum 0.9 and
+//! learning rate 0.01, softmax cross-entropy, and a fresh shuffle every epoch from a fixed seed,
+//! with the last partial batch kept. Each framework draws its own shuffle order and initial
+//! weights (He uniform here, PyTorch's default there), which changes the loss but not the work
+//! per step. It trains through `dendrite::train::fit`, the loop the `dendrite` command uses, so
+//! the figure is what users get. One warm-up epoch runs before the clock starts. The program
+//! prints one JSON line, which `benches/run.sh` collects.
 
 use std::process::ExitCode;
-use std::time::Instant;
 
-use dendrite::autograd::{Graph, Workspace};
-use dendrite::data::{Batches, Dataset, MNIST_NUM_CLASSES, load_idx_dataset};
-use dendrite::nn::{Activation, Init, LayerSpec, Sequential};
-use dendrite::optim::{Optimizer, OptimizerConfig};
-use dendrite::rng::Rng;
+use dendrite::data::{MNIST_NUM_CLASSES, load_idx_dataset};
+use dendrite::nn::{Activation, Init, LayerSpec, Loss, Sequential};
+use dendrite::optim::{OptimizerConfig, Schedule};
+use dendrite::train::{self, Silent, TrainConfig};
 
 const USAGE: &str = "\
 Usage: mlp-throughput [OPTIONS]
@@ -53,6 +54,7 @@ fn parse_options() -> Result<Option<Options>, String> {
         if flag == "-h" || flag == "--help" {
             return Ok(None);
         }
+
         let value = args
             .next()
             .ok_or_else(|| format!("option {flag} is missing its value"))?;
@@ -82,97 +84,49 @@ fn parse_positive(flag: &str, value: &str) -> Result<usize, String> {
     }
 }
 
-/// The model and optimizer state of one benchmark run, with the buffers reused across steps.
-struct Trainer {
-    model: Sequential,
-    optimizer: Optimizer,
-    workspace: Workspace,
-    features: Vec<f32>,
-    labels: Vec<usize>,
-}
+fn run(options: &Options) -> Result<(), Box<dyn std::error::Error>> {
+    // The same setup as the `dendrite` command: the training loop runs inside the pool.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.threads)
+        .build()?;
+    dendrite::tensor::set_gemm_threads(options.threads);
 
-impl Trainer {
-    fn new(input_len: usize, seed: u64) -> dendrite::Result<Self> {
-        let dense = |units, activation, init| LayerSpec::Dense {
-            units,
-            activation,
-            init,
-            bias: true,
-        };
-        let specs = vec![
-            dense(256, Some(Activation::Relu), Init::HeUniform),
-            dense(128, Some(Activation::Relu), Init::HeUniform),
-            dense(MNIST_NUM_CLASSES, None, Init::GlorotUniform),
-        ];
-        let model = Sequential::new(&[input_len], specs, seed)?;
-        let optimizer = Optimizer::new(OptimizerConfig::Sgd {
+    let dataset = load_idx_dataset(&options.images, &options.labels, MNIST_NUM_CLASSES)?;
+    let dense = |units, activation, init| LayerSpec::Dense {
+        units,
+        activation,
+        init,
+        bias: true,
+    };
+    let specs = vec![
+        dense(256, Some(Activation::Relu), Init::HeUniform),
+        dense(128, Some(Activation::Relu), Init::HeUniform),
+        dense(MNIST_NUM_CLASSES, None, Init::GlorotUniform),
+    ];
+    let mut model = Sequential::new(dataset.feature_shape(), specs, options.seed)?;
+    let config = TrainConfig {
+        // The first epoch is a warm-up that sizes every buffer and the optimizer state.
+        epochs: 1 + options.epochs,
+        batch_size: options.batch,
+        loss: Loss::CrossEntropy,
+        optimizer: OptimizerConfig::Sgd {
             learning_rate: 0.01,
             momentum: 0.9,
             nesterov: false,
             weight_decay: 0.0,
-        })?;
+        },
+        seed: options.seed,
+        shuffle: true,
+        schedule: Schedule::Constant,
+        early_stopping: None,
+    };
+    let history = pool.install(|| train::fit(&mut model, &dataset, None, &config, &mut Silent))?;
 
-        Ok(Trainer {
-            model,
-            optimizer,
-            workspace: Workspace::new(),
-            features: Vec::new(),
-            labels: Vec::new(),
-        })
-    }
-
-    /// Trains one epoch and returns the mean batch loss.
-    fn train_epoch(&mut self, dataset: &Dataset, batches: &mut Batches, rng: &mut Rng) -> f64 {
-        let input_len = dataset.feature_len();
-        let mut loss_sum = 0.0f64;
-        let mut steps = 0usize;
-
-        for indices in batches.epoch(rng) {
-            dataset.gather_into(indices, &mut self.features);
-            dataset.gather_labels_into(indices, &mut self.labels);
-
-            let loss = {
-                let mut graph = Graph::new(self.model.params(), &mut self.workspace, true);
-                let x = graph.input_slice(&[indices.len(), input_len], &self.features);
-                let logits = self.model.forward(&mut graph, x);
-                let loss = graph.cross_entropy(logits, &self.labels);
-                let value = graph.value(loss)[0];
-                graph.backward(loss);
-                value
-            };
-            self.optimizer
-                .step(self.model.params_mut(), self.workspace.gradients());
-
-            loss_sum += f64::from(loss);
-            steps += 1;
-        }
-        loss_sum / steps.max(1) as f64
-    }
-}
-
-fn run(options: &Options) -> Result<(), Box<dyn std::error::Error>> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(options.threads)
-        .build_global()?;
-    dendrite::tensor::set_gemm_threads(options.threads);
-
-    let dataset = load_idx_dataset(&options.images, &options.labels, MNIST_NUM_CLASSES)?;
-    let mut trainer = Trainer::new(dataset.feature_len(), options.seed)?;
-    let mut batches = Batches::new(dataset.len(), options.batch, true)?;
-    let mut rng = Rng::new(options.seed);
-
-    // The warm-up epoch sizes every workspace buffer and the optimizer state.
-    trainer.train_epoch(&dataset, &mut batches, &mut rng);
-
-    let start = Instant::now();
-    let mut loss = 0.0;
-    for _ in 0..options.epochs {
-        loss = trainer.train_epoch(&dataset, &mut batches, &mut rng);
-    }
-    let seconds = start.elapsed().as_secs_f64();
-
+    let timed = &history.epochs[1..];
+    let seconds: f64 = timed.iter().map(|record| record.seconds).sum();
     let samples = dataset.len() * options.epochs;
-    let steps = batches.num_batches() * options.epochs;
+    let steps = dataset.len().div_ceil(options.batch) * options.epochs;
+    let loss = timed.last().map_or(f64::NAN, |record| record.train_loss);
     println!(
         "{{\"framework\":\"dendrite\",\"version\":\"{}\",\"threads\":{},\"batch\":{},\
          \"epochs\":{},\"samples\":{},\"seconds\":{:.4},\"samples_per_s\":{:.1},\

@@ -178,7 +178,8 @@ impl Workspace {
         nodes + pool + grads
     }
 
-    /// Takes a zero-filled buffer of `len` values, reusing a returned one when possible.
+    /// Takes a buffer of `len` values with unspecified contents, reusing a returned one when
+    /// possible.
     fn take_buffer(&mut self, len: usize) -> Vec<f32> {
         take_from_pool(&mut self.pool, len)
     }
@@ -209,8 +210,10 @@ impl Default for Workspace {
     }
 }
 
-/// Takes a zero-filled buffer of `len` values from `pool`: the smallest one that fits, so that
-/// a step that repeats the previous step's requests gets every buffer back without allocating.
+/// Takes a buffer of `len` values from `pool`: the smallest one that fits, so that a step that
+/// repeats the previous step's requests gets every buffer back without allocating. The values
+/// are left over from the buffer's last use, so every caller writes all of them before
+/// reading any.
 pub(crate) fn take_from_pool(pool: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     let best = pool
         .iter()
@@ -222,8 +225,11 @@ pub(crate) fn take_from_pool(pool: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
         Some(i) => pool.swap_remove(i),
         None => Vec::with_capacity(len),
     };
-    buffer.clear();
-    buffer.resize(len, 0.0);
+    if buffer.len() >= len {
+        buffer.truncate(len);
+    } else {
+        buffer.resize(len, 0.0);
+    }
     buffer
 }
 
@@ -316,7 +322,8 @@ impl<'a> Graph<'a> {
     }
 
     /// Records a constant input of `shape` whose values `fill` writes in place, which saves a
-    /// copy when the caller gathers a batch.
+    /// copy when the caller gathers a batch. `fill` must write every value, because the
+    /// buffer it gets holds whatever a previous step left there.
     pub fn input_with(&mut self, shape: &[usize], fill: impl FnOnce(&mut [f32])) -> Var {
         let shape = Shape::new(shape);
         let mut value = self.ws.take_buffer(shape.numel());

@@ -189,7 +189,10 @@ impl Graph<'_> {
                 &[outputs],
                 "bias shape must be [{outputs}]"
             );
-            add_row_broadcast(&mut out, None, self.value(bias));
+            // The buffer's old contents are overwritten with the bias, then the product is added.
+            for row in out.chunks_exact_mut(outputs.max(1)) {
+                row.copy_from_slice(self.value(bias));
+            }
         }
         if self.training {
             matmul_into(

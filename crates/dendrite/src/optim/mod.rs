@@ -291,7 +291,7 @@ impl Optimizer {
         let t = self.steps as i32;
         let config = &self.config;
 
-        // The tensors are cut into fixed chunks; each chunk's update is independent of the
+        // The tensors are cut into fixed chunks. Each chunk's update is independent of the
         // others, so chunks run on all threads and the result does not depend on their count.
         let mut tasks = Vec::new();
         let state = self.first.iter_mut().zip(self.second.iter_mut());

@@ -15,7 +15,7 @@ pub struct Perceptron {
     bias: f32,
 }
 
-/// What [`Perceptron::train`] did.
+/// The outcome of [`Perceptron::train`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct PerceptronReport {
     /// Passes over the data that were run.

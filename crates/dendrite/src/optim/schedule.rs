@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// How the learning rate changes over training, as written under `[training.schedule]`.
+/// A learning-rate schedule, as written under `[training.schedule]`.
 /// Each schedule scales the optimizer's configured learning rate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]

@@ -37,7 +37,7 @@ pub struct TrainConfig {
     /// Whether to shuffle the training rows every epoch.
     #[serde(default = "default_true")]
     pub shuffle: bool,
-    /// How the learning rate changes over the epochs (constant by default).
+    /// The learning-rate schedule over the epochs (constant by default).
     #[serde(default = "default_schedule")]
     pub schedule: Schedule,
     /// Stop when the validation loss has not improved for a number of epochs.
@@ -100,7 +100,7 @@ impl TrainConfig {
     }
 }
 
-/// What happened in one epoch.
+/// The metrics and timing of one epoch.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EpochRecord {
     /// The epoch number, from 1.
@@ -154,7 +154,7 @@ impl Callback for Silent {}
 pub struct History {
     /// One record per epoch that ran.
     pub epochs: Vec<EpochRecord>,
-    /// The epoch whose weights the model holds at the end.
+    /// The epoch whose weights the model has at the end.
     pub best_epoch: Option<usize>,
     /// Whether early stopping ended training before the last epoch.
     pub stopped_early: bool,
@@ -165,7 +165,7 @@ pub struct History {
 /// Trains `model` on `train` with minibatch gradient descent, validating on `validation`
 /// after every epoch if given.
 ///
-/// If the loss or any gradient becomes NaN or infinite, training stops, the model is put back
+/// If the loss or any gradient becomes NaN or infinite, training stops. The model is put back
 /// to its weights at the end of the last finished epoch (or its initial weights), and an
 /// [`Error::NonFinite`] names the epoch, the step and what was not finite.
 ///

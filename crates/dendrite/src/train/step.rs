@@ -7,7 +7,7 @@
 //! of microseconds on a virtual machine, as much as a small multiply itself.
 //!
 //! The shards depend only on the batch size and the thread count, so the same seed and
-//! thread count give the same result; another thread count changes the summation order, and
+//! thread count give the same result. Another thread count changes the summation order, and
 //! so the last bits.
 
 use rayon::prelude::*;
@@ -31,7 +31,7 @@ struct Shard {
     loss: f32,
 }
 
-/// Runs training steps over up to `threads` shards and keeps the combined gradients.
+/// Runs training steps over up to `threads` shards and keeps each shard's gradients.
 pub(crate) struct StepRunner {
     shards: Vec<Shard>,
     weights: Vec<f32>,
