@@ -384,3 +384,68 @@ fn predict_to_closed_pipe_exits_cleanly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
 }
+
+#[test]
+fn huge_unscaled_features_stay_finite_or_stop_cleanly() {
+    let dir = TempDir::new("huge-features");
+    let text = format!(
+        r#"[data]
+format = "csv"
+train = "{train}"
+target = "label"
+task = "classification"
+
+[model]
+layers = [
+  {{ type = "dense", units = 16, activation = "relu", init = "he_uniform" }},
+  {{ type = "dense", units = 3 }},
+]
+
+[training]
+epochs = 20
+batch_size = 16
+loss = "cross_entropy"
+
+[training.optimizer]
+type = "sgd"
+learning_rate = 0.01
+"#,
+        train = toml_path(&fixture(
+            "huge-unscaled-features/huge_unscaled_features.csv"
+        )),
+    );
+    let config = dir.write("huge.toml", text);
+    let out = dir.join("run");
+
+    let run = train(&config, &out);
+
+    assert!(!run.stderr.contains("panicked"), "stderr:\n{}", run.stderr);
+    match run.code {
+        Some(0) => {
+            let metrics = read_metrics(&out.join("metrics.jsonl"));
+            assert_eq!(metrics.len(), 20);
+            for record in &metrics {
+                let loss = record["train_loss"].as_f64();
+                assert!(
+                    loss.is_some_and(f64::is_finite),
+                    "non-finite loss in {record}"
+                );
+            }
+            let summary = read_json(&out.join("summary.json"));
+            let train_loss = summary["train"]["loss"].as_f64();
+            assert!(train_loss.is_some_and(f64::is_finite), "summary: {summary}");
+        }
+        Some(1) => {
+            assert!(
+                run.stderr.contains("may be too high"),
+                "stderr:\n{}",
+                run.stderr
+            );
+            assert!(
+                dendrite::model::load(&out).is_ok(),
+                "the last good model is kept"
+            );
+        }
+        other => panic!("unexpected exit code {other:?}\nstderr:\n{}", run.stderr),
+    }
+}

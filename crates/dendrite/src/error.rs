@@ -33,7 +33,8 @@ pub enum Error {
     /// Training produced a NaN or infinite value.
     #[error(
         "non-finite {what} at epoch {epoch}, step {step}; the learning rate ({learning_rate}) \
-         may be too high, so lower it (for example by 10x) and train again"
+         may be too high or the inputs may need scaling, so lower the learning rate (for \
+         example by 10x) or standardize the inputs, and train again"
     )]
     NonFinite {
         what: String,
