@@ -12,11 +12,11 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Where the data comes from and how it is split.
+    /// The data files and the validation split.
     pub data: DataConfig,
     /// The network.
     pub model: ModelConfig,
-    /// How it is trained.
+    /// The training settings.
     pub training: TrainConfig,
 }
 
@@ -51,7 +51,7 @@ pub enum DataConfig {
         #[serde(default)]
         test: Option<PathBuf>,
         /// The target column, or several for multi-output regression.
-        target: Targets_,
+        target: TargetColumns,
         task: CsvTask,
         #[serde(default)]
         validation_split: f64,
@@ -61,22 +61,21 @@ pub enum DataConfig {
 /// One target column name or a list of them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-#[allow(non_camel_case_types)]
-pub enum Targets_ {
+pub enum TargetColumns {
     One(String),
     Many(Vec<String>),
 }
 
-impl Targets_ {
+impl TargetColumns {
     fn names(&self) -> Vec<String> {
         match self {
-            Targets_::One(name) => vec![name.clone()],
-            Targets_::Many(names) => names.clone(),
+            TargetColumns::One(name) => vec![name.clone()],
+            TargetColumns::Many(names) => names.clone(),
         }
     }
 }
 
-/// What a CSV target is.
+/// The kind of a CSV target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CsvTask {

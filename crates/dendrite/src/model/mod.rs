@@ -1,6 +1,6 @@
 //! Saving and loading trained models.
 //!
-//! A model directory holds `model.safetensors` (the weights, named like `layers.0.weight`)
+//! A model directory contains `model.safetensors` (the weights, named like `layers.0.weight`)
 //! and `model.json` (the architecture, the loss, the class names and the format version).
 //! Both files are written to a temporary file in the same directory, flushed to disk and then
 //! renamed over the old file, so a crash or a full disk never leaves a half-written model.
@@ -26,7 +26,7 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// The file name of the metadata inside a model directory.
 pub const META_FILE: &str = "model.json";
 
-/// What a model predicts.
+/// The kind of output a model predicts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Task {

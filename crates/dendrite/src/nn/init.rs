@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
-/// How a weight tensor is filled before training. `fan_in` and `fan_out` are the number of
+/// A weight initializer: the distribution a weight tensor is drawn from before training. `fan_in` and `fan_out` are the number of
 /// inputs and outputs of one unit: for a dense weight of shape `[out, in]`, `in` and `out`.
 ///
 /// The normal variants draw from an untruncated normal distribution, as PyTorch's `init`
