@@ -397,28 +397,15 @@ fn update(
             epsilon,
             weight_decay,
             ..
-        } => {
-            adam_update(
-                w,
-                grad,
-                first,
-                second,
-                lr,
-                beta1,
-                beta2,
-                epsilon,
-                weight_decay,
-                false,
-                t,
-            );
         }
-        OptimizerConfig::AdamW {
+        | OptimizerConfig::AdamW {
             beta1,
             beta2,
             epsilon,
             weight_decay,
             ..
         } => {
+            let decoupled = matches!(config, OptimizerConfig::AdamW { .. });
             adam_update(
                 w,
                 grad,
@@ -429,7 +416,7 @@ fn update(
                 beta2,
                 epsilon,
                 weight_decay,
-                true,
+                decoupled,
                 t,
             );
         }
