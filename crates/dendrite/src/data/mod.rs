@@ -2,19 +2,31 @@
 //!
 //! A [`Dataset`] pairs a feature tensor of shape `[n, ...]` with `n` targets: class labels for
 //! classification or a `[n, k]` tensor for regression. The readers build one from IDX files
-//! (the MNIST format, see [`idx`]) or from a small all-numeric CSV file (see [`csv_numeric`]).
+//! (the MNIST format, see [`idx`]), from a small all-numeric CSV file (see [`csv_numeric`]) or
+//! from a folder of PNG and JPEG images with one subfolder per class (see [`image_folder`]).
+//! Image features can be standardized per channel ([`ChannelStats`]) and randomly augmented
+//! during training ([`Augment`]).
 
+pub mod augment;
 pub mod batch;
 pub mod csv_numeric;
 pub mod idx;
+pub mod image_folder;
+pub mod normalize;
 pub mod split;
 
+pub use augment::Augment;
 pub use batch::{BatchIter, Batches, epoch_order};
 pub use csv_numeric::read_numeric_csv;
 pub use idx::{
     MNIST_NUM_CLASSES, load_idx_dataset, read_idx_images, read_idx_labels, write_idx_images,
     write_idx_labels,
 };
+pub use image_folder::{
+    BadFilePolicy, ColorMode, ImageFolder, ImageFolderConfig, ResizedImage, load_image_folder,
+    write_png_folder,
+};
+pub use normalize::{ChannelStats, MIN_CHANNEL_STD};
 pub use split::{random_split, stratified_split};
 
 use crate::error::{Error, Result};
