@@ -182,3 +182,85 @@ fn two_layer_network_gradient() {
         },
     );
 }
+
+fn conv(
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    groups: usize,
+) -> dendrite::autograd::Conv2dParams {
+    dendrite::autograd::Conv2dParams {
+        stride: (stride, stride),
+        padding: (padding, padding),
+        dilation: (dilation, dilation),
+        groups,
+    }
+}
+
+#[test]
+fn conv2d_gradient() {
+    check(
+        "conv2d stride 1",
+        &[&[2, 3, 5, 5], &[4, 3, 3, 3], &[4]],
+        |g, v| g.conv2d(v[0], v[1], Some(v[2]), conv(1, 0, 1, 1)),
+    );
+    check(
+        "conv2d stride 2 with padding",
+        &[&[2, 2, 6, 5], &[3, 2, 3, 2], &[3]],
+        |g, v| {
+            let params = dendrite::autograd::Conv2dParams {
+                stride: (2, 2),
+                padding: (1, 2),
+                dilation: (1, 1),
+                groups: 1,
+            };
+            g.conv2d(v[0], v[1], Some(v[2]), params)
+        },
+    );
+    check(
+        "conv2d dilation 2",
+        &[&[1, 2, 7, 7], &[2, 2, 3, 3], &[2]],
+        |g, v| g.conv2d(v[0], v[1], Some(v[2]), conv(1, 1, 2, 1)),
+    );
+    check(
+        "conv2d groups 2",
+        &[&[2, 4, 5, 5], &[6, 2, 3, 3], &[6]],
+        |g, v| g.conv2d(v[0], v[1], Some(v[2]), conv(1, 1, 1, 2)),
+    );
+    check(
+        "conv2d without bias",
+        &[&[2, 2, 4, 4], &[3, 2, 2, 2]],
+        |g, v| g.conv2d(v[0], v[1], None, conv(2, 1, 1, 1)),
+    );
+    check(
+        "conv2d input used twice",
+        &[&[1, 2, 4, 4], &[2, 2, 3, 3]],
+        |g, v| {
+            let y = g.conv2d(v[0], v[1], None, conv(1, 1, 1, 1));
+            g.add(y, v[0])
+        },
+    );
+}
+
+#[test]
+fn pool_gradients() {
+    check("max_pool2d", &[&[2, 3, 6, 6]], |g, v| {
+        g.max_pool2d(v[0], (2, 2), (2, 2), (0, 0))
+    });
+    check(
+        "max_pool2d overlapping with padding",
+        &[&[1, 2, 5, 5]],
+        |g, v| g.max_pool2d(v[0], (3, 3), (2, 2), (1, 1)),
+    );
+    check("avg_pool2d", &[&[2, 2, 6, 6]], |g, v| {
+        g.avg_pool2d(v[0], (2, 2), (2, 2), (0, 0))
+    });
+    check(
+        "avg_pool2d overlapping with padding",
+        &[&[1, 2, 5, 4]],
+        |g, v| g.avg_pool2d(v[0], (3, 2), (2, 1), (1, 1)),
+    );
+    check("global_avg_pool2d", &[&[2, 3, 4, 5]], |g, v| {
+        g.global_avg_pool2d(v[0])
+    });
+}

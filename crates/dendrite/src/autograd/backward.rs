@@ -1,5 +1,6 @@
 //! Backward rules: one match arm per recorded operation.
 
+use super::conv::{self, ConvGeometry, PoolGeometry};
 use super::ops::sigmoid;
 use super::{Activation, Graph, Node, Op, Var, take_from_pool};
 use crate::autograd::Parameters;
@@ -320,6 +321,110 @@ fn backward_node(node: &Node, labels: &[usize], sink: &mut Sink<'_>) {
             let mask = node.aux.as_slice();
             sink.write_each(x, |i| g[i] * mask[i]);
         }
+
+        Op::Conv2d {
+            x,
+            weight,
+            bias,
+            params,
+        } => {
+            let geo = ConvGeometry::new(
+                sink.lower[x.0].shape.dims(),
+                sink.lower[weight.0].shape.dims(),
+                params,
+            );
+            let mut dx = sink.take(x);
+            let mut dw = sink.take(weight);
+            let mut db = bias.and_then(|b| sink.take(b));
+            let (dx_ref, dw_ref, db_ref) = (as_grad(&mut dx), as_grad(&mut dw), as_grad(&mut db));
+            conv::conv2d_backward(
+                &geo,
+                g,
+                values_of(sink.lower, sink.params, x),
+                values_of(sink.lower, sink.params, weight),
+                dx_ref,
+                dw_ref,
+                db_ref,
+                sink.pool,
+            );
+            if let Some((buffer, _)) = dx {
+                sink.put(x, buffer);
+            }
+            if let Some((buffer, _)) = dw {
+                sink.put(weight, buffer);
+            }
+            if let (Some(b), Some((buffer, _))) = (bias, db) {
+                sink.put(b, buffer);
+            }
+        }
+
+        Op::MaxPool2d {
+            x,
+            kernel,
+            stride,
+            padding,
+        } => {
+            let geo = PoolGeometry::new(
+                "max_pool2d",
+                sink.lower[x.0].shape.dims(),
+                kernel,
+                stride,
+                padding,
+            );
+            if let Some((mut dx, accumulate)) = sink.take(x) {
+                if !accumulate {
+                    dx.fill(0.0);
+                }
+                conv::max_pool2d_backward(&mut dx, g, &node.aux, &geo);
+                sink.put(x, dx);
+            }
+        }
+
+        Op::AvgPool2d {
+            x,
+            kernel,
+            stride,
+            padding,
+        } => {
+            let geo = PoolGeometry::new(
+                "avg_pool2d",
+                sink.lower[x.0].shape.dims(),
+                kernel,
+                stride,
+                padding,
+            );
+            if let Some((mut dx, accumulate)) = sink.take(x) {
+                if !accumulate {
+                    dx.fill(0.0);
+                }
+                conv::avg_pool2d_backward(&mut dx, g, &geo);
+                sink.put(x, dx);
+            }
+        }
+
+        Op::GlobalAvgPool2d(x) => {
+            let dims = sink.lower[x.0].shape.dims();
+            let plane = dims[2] * dims[3];
+            let scale = 1.0 / plane as f32;
+            sink.write_each(x, |i| g[i / plane] * scale);
+        }
+    }
+}
+
+/// Borrows a buffer from [`Sink::take`] as a slice and its accumulate flag.
+fn as_grad(buffer: &mut Option<(Vec<f32>, bool)>) -> Option<(&mut [f32], bool)> {
+    buffer
+        .as_mut()
+        .map(|(values, accumulate)| (values.as_mut_slice(), *accumulate))
+}
+
+/// The values of `var`, read from the fields of a [`Sink`] so that its pool can be borrowed
+/// mutably at the same time.
+fn values_of<'n>(lower: &'n [Node], params: &'n Parameters, var: Var) -> &'n [f32] {
+    let node = &lower[var.0];
+    match node.op {
+        Op::Param(id) => params.get(id).data(),
+        _ => &node.value,
     }
 }
 

@@ -26,9 +26,11 @@
 //! ```
 
 mod backward;
+mod conv;
 mod ops;
 mod params;
 
+pub use conv::Conv2dParams;
 pub use ops::Activation;
 pub use params::{ParamId, Parameters};
 
@@ -108,6 +110,31 @@ pub(crate) enum Op {
     Reshape(Var),
     /// Inverted dropout; the node's auxiliary buffer keeps the mask, 0 or `1 / (1 - rate)`.
     Dropout(Var),
+    /// 2-D convolution of `x: [n, c_in, h, w]` with `weight: [c_out, c_in / groups, kh, kw]`
+    /// and an optional `bias: [c_out]`.
+    Conv2d {
+        x: Var,
+        weight: Var,
+        bias: Option<Var>,
+        params: Conv2dParams,
+    },
+    /// 2-D max pooling; the node's auxiliary buffer keeps, for each output value, the index
+    /// of its maximum within its input plane (`ih * w + iw`) as an exact `f32`.
+    MaxPool2d {
+        x: Var,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    },
+    /// 2-D average pooling, dividing by the full kernel area.
+    AvgPool2d {
+        x: Var,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    },
+    /// The mean of each channel of `[n, c, h, w]` over its positions, giving `[n, c]`.
+    GlobalAvgPool2d(Var),
 }
 
 #[derive(Debug)]

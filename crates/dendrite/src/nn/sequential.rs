@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::autograd::{Activation, Graph, ParamId, Parameters, Var, Workspace};
+use crate::autograd::{Activation, Conv2dParams, Graph, ParamId, Parameters, Var, Workspace};
 use crate::error::{Error, Result};
 use crate::nn::Init;
 use crate::rng::Rng;
@@ -31,10 +31,65 @@ pub enum LayerSpec {
     /// Inverted dropout: in training, zeroes each value with probability `rate` and scales
     /// the others by `1 / (1 - rate)`; in evaluation, passes values through unchanged.
     Dropout { rate: f32 },
+    /// A 2-D convolution over `[channels, height, width]` input (a `[height, width]` input is
+    /// one channel), giving `[filters, h_out, w_out]` with
+    /// `h_out = (h + 2 * padding - dilation * (kernel_size - 1) - 1) / stride + 1`, optionally
+    /// followed by an activation. The weight is `[filters, channels / groups, kernel_size,
+    /// kernel_size]`.
+    Conv2d {
+        filters: usize,
+        kernel_size: usize,
+        #[serde(default = "default_one")]
+        stride: usize,
+        #[serde(default)]
+        padding: usize,
+        #[serde(default = "default_one")]
+        dilation: usize,
+        #[serde(default = "default_one")]
+        groups: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        activation: Option<Activation>,
+        #[serde(default)]
+        init: Init,
+        #[serde(default = "default_bias")]
+        bias: bool,
+    },
+    /// 2-D max pooling over square windows. `stride` defaults to `kernel_size`. Padding acts
+    /// as negative infinity and may be at most half the kernel size.
+    MaxPool2d {
+        kernel_size: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stride: Option<usize>,
+        #[serde(default)]
+        padding: usize,
+    },
+    /// 2-D average pooling over square windows. `stride` defaults to `kernel_size`. Every
+    /// window is divided by the full kernel area, padding included, as in PyTorch's default.
+    AvgPool2d {
+        kernel_size: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stride: Option<usize>,
+        #[serde(default)]
+        padding: usize,
+    },
+    /// The mean of each channel over its positions: `[channels, height, width]` becomes
+    /// `[channels]`.
+    GlobalAvgPool2d,
 }
 
 fn default_bias() -> bool {
     true
+}
+
+fn default_one() -> usize {
+    1
+}
+
+/// Pooling kinds that share one set of checks.
+#[derive(Debug, Clone, Copy)]
+enum PoolKind {
+    Max,
+    Avg,
 }
 
 /// A built layer: its spec's parameters as ids into the model's [`Parameters`].
@@ -48,6 +103,23 @@ enum Layer {
     Activation(Activation),
     Flatten,
     Dropout(f32),
+    Conv2d {
+        weight: ParamId,
+        bias: Option<ParamId>,
+        activation: Option<Activation>,
+        params: Conv2dParams,
+        input: [usize; 3],
+    },
+    Pool2d {
+        kind: PoolKind,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        input: [usize; 3],
+    },
+    GlobalAvgPool2d {
+        input: [usize; 3],
+    },
 }
 
 /// One row of [`Sequential::summary`].
@@ -80,8 +152,10 @@ impl Sequential {
     ///
     /// # Errors
     ///
-    /// Returns [`Error::InvalidConfig`] for an empty input shape, a layer with 0 units, or a
-    /// model with no layers.
+    /// Returns [`Error::InvalidConfig`], naming the layer index, for an empty input shape, a
+    /// model with no layers, a layer with 0 units or filters, a 2-D layer whose input is not
+    /// `[channels, height, width]` or `[height, width]`, groups that do not divide the
+    /// channels, or a kernel larger than its padded input.
     pub fn new(input_shape: &[usize], specs: Vec<LayerSpec>, seed: u64) -> Result<Self> {
         let mut rng = Rng::new(seed);
         Self::build(input_shape, specs, |_, shape, init, fan_in, fan_out| {
@@ -194,6 +268,86 @@ impl Sequential {
                     }
                     Layer::Dropout(rate)
                 }
+                LayerSpec::Conv2d {
+                    filters,
+                    kernel_size,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                    activation,
+                    init,
+                    bias,
+                } => {
+                    let input = image_shape(index, "conv2d", &shape)?;
+                    let conv = Conv2dParams {
+                        stride: (stride, stride),
+                        padding: (padding, padding),
+                        dilation: (dilation, dilation),
+                        groups,
+                    };
+                    let (out_height, out_width) =
+                        check_conv(index, input, filters, kernel_size, conv)?;
+                    let group_inputs = input[0] / groups;
+                    let fan_in = group_inputs * kernel_size * kernel_size;
+                    let fan_out = filters * kernel_size * kernel_size / groups;
+                    let name = format!("layers.{index}.weight");
+                    let weight_shape = [filters, group_inputs, kernel_size, kernel_size];
+                    let weight = make(&name, &weight_shape, init, fan_in, fan_out)?;
+                    let weight = params.push(name, weight);
+                    let bias = if bias {
+                        let name = format!("layers.{index}.bias");
+                        let value = make(&name, &[filters], Init::Zeros, fan_in, fan_out)?;
+                        Some(params.push(name, value))
+                    } else {
+                        None
+                    };
+                    shape = vec![filters, out_height, out_width];
+                    Layer::Conv2d {
+                        weight,
+                        bias,
+                        activation,
+                        params: conv,
+                        input,
+                    }
+                }
+                LayerSpec::MaxPool2d {
+                    kernel_size,
+                    stride,
+                    padding,
+                } => {
+                    let stride = stride.unwrap_or(kernel_size);
+                    let input = image_shape(index, "max_pool2d", &shape)?;
+                    shape = check_pool(index, "max_pool2d", input, kernel_size, stride, padding)?;
+                    Layer::Pool2d {
+                        kind: PoolKind::Max,
+                        kernel: kernel_size,
+                        stride,
+                        padding,
+                        input,
+                    }
+                }
+                LayerSpec::AvgPool2d {
+                    kernel_size,
+                    stride,
+                    padding,
+                } => {
+                    let stride = stride.unwrap_or(kernel_size);
+                    let input = image_shape(index, "avg_pool2d", &shape)?;
+                    shape = check_pool(index, "avg_pool2d", input, kernel_size, stride, padding)?;
+                    Layer::Pool2d {
+                        kind: PoolKind::Avg,
+                        kernel: kernel_size,
+                        stride,
+                        padding,
+                        input,
+                    }
+                }
+                LayerSpec::GlobalAvgPool2d => {
+                    let input = image_shape(index, "global_avg_pool2d", &shape)?;
+                    shape = vec![input[0]];
+                    Layer::GlobalAvgPool2d { input }
+                }
             };
             layers.push(layer);
             output_shapes.push(shape.clone());
@@ -273,6 +427,41 @@ impl Sequential {
                     full.extend_from_slice(shape);
                     graph.reshape(x, &full)
                 }
+                Layer::Conv2d {
+                    weight,
+                    bias,
+                    activation,
+                    params,
+                    input,
+                } => {
+                    let x = to_images(graph, x, batch, input);
+                    let w = graph.param(weight);
+                    let b = bias.map(|b| graph.param(b));
+                    let y = graph.conv2d(x, w, b, params);
+                    match activation {
+                        Some(activation) => graph.activation(y, activation),
+                        None => y,
+                    }
+                }
+                Layer::Pool2d {
+                    kind,
+                    kernel,
+                    stride,
+                    padding,
+                    input,
+                } => {
+                    let x = to_images(graph, x, batch, input);
+                    let (kernel, stride, padding) =
+                        ((kernel, kernel), (stride, stride), (padding, padding));
+                    match kind {
+                        PoolKind::Max => graph.max_pool2d(x, kernel, stride, padding),
+                        PoolKind::Avg => graph.avg_pool2d(x, kernel, stride, padding),
+                    }
+                }
+                Layer::GlobalAvgPool2d { input } => {
+                    let x = to_images(graph, x, batch, input);
+                    graph.global_avg_pool2d(x)
+                }
             };
         }
         x
@@ -319,6 +508,10 @@ impl Sequential {
                     LayerSpec::Activation { .. } => "activation",
                     LayerSpec::Flatten => "flatten",
                     LayerSpec::Dropout { .. } => "dropout",
+                    LayerSpec::Conv2d { .. } => "conv2d",
+                    LayerSpec::MaxPool2d { .. } => "max_pool2d",
+                    LayerSpec::AvgPool2d { .. } => "avg_pool2d",
+                    LayerSpec::GlobalAvgPool2d => "global_avg_pool2d",
                 };
                 let prefix = format!("layers.{index}.");
                 let parameters = self
@@ -334,6 +527,112 @@ impl Sequential {
                 }
             })
             .collect()
+    }
+}
+
+/// Returns the `[channels, height, width]` a 2-D layer at `index` sees: a 2-D shape is one
+/// channel.
+fn image_shape(index: usize, kind: &str, shape: &[usize]) -> Result<[usize; 3]> {
+    match *shape {
+        [height, width] => Ok([1, height, width]),
+        [channels, height, width] => Ok([channels, height, width]),
+        _ => Err(Error::InvalidConfig(format!(
+            "layer {index} ({kind}) needs input of shape [channels, height, width] or \
+             [height, width], got {shape:?}"
+        ))),
+    }
+}
+
+/// Checks the settings of the convolution at `index` and returns its output height and width.
+fn check_conv(
+    index: usize,
+    input: [usize; 3],
+    filters: usize,
+    kernel_size: usize,
+    params: Conv2dParams,
+) -> Result<(usize, usize)> {
+    let invalid = |message: String| {
+        Err(Error::InvalidConfig(format!(
+            "layer {index} (conv2d) {message}"
+        )))
+    };
+    for (name, value) in [
+        ("filters", filters),
+        ("kernel_size", kernel_size),
+        ("stride", params.stride.0),
+        ("dilation", params.dilation.0),
+        ("groups", params.groups),
+    ] {
+        if value == 0 {
+            return invalid(format!("has {name} = 0, but it must be at least 1"));
+        }
+    }
+    let groups = params.groups;
+    if !input[0].is_multiple_of(groups) || !filters.is_multiple_of(groups) {
+        return invalid(format!(
+            "has groups = {groups}, which must divide both the {} input channels and the \
+             {filters} filters",
+            input[0]
+        ));
+    }
+    match params.output_size((input[1], input[2]), (kernel_size, kernel_size)) {
+        Some(size) => Ok(size),
+        None => invalid(format!(
+            "kernel of size {kernel_size} with dilation {} spans {} positions, more than the \
+             padded input of {}x{}. Use a smaller kernel or more padding",
+            params.dilation.0,
+            params.dilation.0 * (kernel_size - 1) + 1,
+            input[1] + 2 * params.padding.0,
+            input[2] + 2 * params.padding.1,
+        )),
+    }
+}
+
+/// Checks the settings of the pooling at `index` and returns its output shape.
+fn check_pool(
+    index: usize,
+    kind: &str,
+    input: [usize; 3],
+    kernel_size: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Vec<usize>> {
+    let invalid = |message: String| {
+        Err(Error::InvalidConfig(format!(
+            "layer {index} ({kind}) {message}"
+        )))
+    };
+    if kernel_size == 0 || stride == 0 {
+        return invalid(format!(
+            "has kernel_size = {kernel_size} and stride = {stride}, but both must be at least 1"
+        ));
+    }
+    if padding > kernel_size / 2 {
+        return invalid(format!(
+            "has padding = {padding}, but it may be at most half the kernel size {kernel_size}"
+        ));
+    }
+    let params = Conv2dParams {
+        stride: (stride, stride),
+        padding: (padding, padding),
+        ..Conv2dParams::default()
+    };
+    match params.output_size((input[1], input[2]), (kernel_size, kernel_size)) {
+        Some((height, width)) => Ok(vec![input[0], height, width]),
+        None => invalid(format!(
+            "kernel of size {kernel_size} is larger than the padded input of {}x{}",
+            input[1] + 2 * padding,
+            input[2] + 2 * padding,
+        )),
+    }
+}
+
+/// Reshapes `x` to `[batch, channels, height, width]` unless it already has 4 dimensions.
+fn to_images(graph: &mut Graph<'_>, x: Var, batch: usize, input: [usize; 3]) -> Var {
+    if graph.shape(x).len() == 4 {
+        x
+    } else {
+        graph.reshape(x, &[batch, input[0], input[1], input[2]])
     }
 }
 
@@ -425,6 +724,210 @@ mod tests {
                 "batch {batch}"
             );
         }
+    }
+
+    fn conv(filters: usize, kernel_size: usize, padding: usize) -> LayerSpec {
+        LayerSpec::Conv2d {
+            filters,
+            kernel_size,
+            stride: 1,
+            padding,
+            dilation: 1,
+            groups: 1,
+            activation: Some(Activation::Relu),
+            init: Init::GlorotUniform,
+            bias: true,
+        }
+    }
+
+    fn max_pool(kernel_size: usize) -> LayerSpec {
+        LayerSpec::MaxPool2d {
+            kernel_size,
+            stride: None,
+            padding: 0,
+        }
+    }
+
+    fn lenet_specs() -> Vec<LayerSpec> {
+        let dense = |units, activation| LayerSpec::Dense {
+            units,
+            activation,
+            init: Init::GlorotUniform,
+            bias: true,
+        };
+        vec![
+            conv(6, 5, 2),
+            max_pool(2),
+            conv(16, 5, 0),
+            max_pool(2),
+            LayerSpec::Flatten,
+            dense(120, Some(Activation::Relu)),
+            dense(84, Some(Activation::Relu)),
+            dense(10, None),
+        ]
+    }
+
+    #[test]
+    fn lenet_has_61706_parameters() {
+        let model = Sequential::new(&[1, 28, 28], lenet_specs(), 0).unwrap();
+        assert_eq!(model.params().numel(), 61_706);
+        let shapes: Vec<Vec<usize>> = model
+            .summary()
+            .into_iter()
+            .map(|r| r.output_shape)
+            .collect();
+        assert_eq!(shapes[0], [6, 28, 28]);
+        assert_eq!(shapes[1], [6, 14, 14]);
+        assert_eq!(shapes[2], [16, 10, 10]);
+        assert_eq!(shapes[3], [16, 5, 5]);
+        assert_eq!(shapes[4], [400]);
+        assert_eq!(model.output_shape(), &[10]);
+        assert_eq!(model.params().get(0).shape(), &[6, 1, 5, 5]);
+        assert_eq!(model.summary()[0].name, "layers.0 (conv2d)");
+        assert_eq!(model.summary()[1].name, "layers.1 (max_pool2d)");
+    }
+
+    #[test]
+    fn lenet_accepts_two_dimensional_images() {
+        let model = Sequential::new(&[28, 28], lenet_specs(), 0).unwrap();
+        assert_eq!(model.params().numel(), 61_706);
+        let mut rng = Rng::new(2);
+        let inputs = Tensor::from_vec(&[3, 28, 28], (0..3 * 784).map(|_| rng.normal()).collect());
+        let together = model.predict(&inputs, 3);
+        assert_eq!(together.shape(), &[3, 10]);
+        assert!(together.is_finite());
+        for batch in [1, 2] {
+            assert_eq!(
+                together.data(),
+                model.predict(&inputs, batch).data(),
+                "batch {batch}"
+            );
+        }
+    }
+
+    #[test]
+    fn image_layers_infer_shapes() {
+        let specs = vec![
+            LayerSpec::Conv2d {
+                filters: 8,
+                kernel_size: 3,
+                stride: 2,
+                padding: 1,
+                dilation: 2,
+                groups: 2,
+                activation: None,
+                init: Init::HeUniform,
+                bias: false,
+            },
+            LayerSpec::AvgPool2d {
+                kernel_size: 3,
+                stride: Some(1),
+                padding: 1,
+            },
+            LayerSpec::GlobalAvgPool2d,
+        ];
+        let model = Sequential::new(&[4, 9, 9], specs, 0).unwrap();
+        let summary = model.summary();
+        // (9 + 2 - 2 * 2 - 1) / 2 + 1 = 4.
+        assert_eq!(summary[0].output_shape, [8, 4, 4]);
+        assert_eq!(summary[0].parameters, 8 * 2 * 3 * 3);
+        assert_eq!(summary[1].output_shape, [8, 4, 4]);
+        assert_eq!(summary[2].output_shape, [8]);
+        assert_eq!(summary[2].name, "layers.2 (global_avg_pool2d)");
+    }
+
+    #[test]
+    fn impossible_image_layers_are_rejected() {
+        let cases: Vec<(Vec<usize>, Vec<LayerSpec>, &str)> = vec![
+            (
+                vec![1, 4, 4],
+                vec![LayerSpec::Flatten, conv(2, 5, 0)],
+                "layer 1 (conv2d) needs input of shape [channels, height, width]",
+            ),
+            (
+                vec![1, 4, 4],
+                vec![conv(2, 5, 0)],
+                "layer 0 (conv2d) kernel of size 5",
+            ),
+            (
+                vec![1, 4, 4],
+                vec![conv(0, 3, 0)],
+                "layer 0 (conv2d) has filters = 0",
+            ),
+            (
+                vec![3, 8, 8],
+                vec![LayerSpec::Conv2d {
+                    filters: 4,
+                    kernel_size: 3,
+                    stride: 1,
+                    padding: 0,
+                    dilation: 1,
+                    groups: 2,
+                    activation: None,
+                    init: Init::GlorotUniform,
+                    bias: true,
+                }],
+                "layer 0 (conv2d) has groups = 2",
+            ),
+            (
+                vec![1, 8, 8],
+                vec![conv(2, 3, 0), max_pool(9)],
+                "layer 1 (max_pool2d) kernel of size 9",
+            ),
+            (
+                vec![1, 8, 8],
+                vec![LayerSpec::AvgPool2d {
+                    kernel_size: 2,
+                    stride: None,
+                    padding: 2,
+                }],
+                "layer 0 (avg_pool2d) has padding = 2",
+            ),
+        ];
+        for (input, specs, expected) in cases {
+            let message = Sequential::new(&input, specs, 0).unwrap_err().to_string();
+            assert!(message.contains(expected), "{message}");
+        }
+    }
+
+    #[test]
+    fn image_layer_specs_parse_with_defaults() {
+        let json = r#"[
+            {"type": "conv2d", "filters": 6, "kernel_size": 5},
+            {"type": "max_pool2d", "kernel_size": 2},
+            {"type": "avg_pool2d", "kernel_size": 3, "stride": 1, "padding": 1},
+            {"type": "global_avg_pool2d"}
+        ]"#;
+        let specs: Vec<LayerSpec> = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            specs[0],
+            LayerSpec::Conv2d {
+                filters: 6,
+                kernel_size: 5,
+                stride: 1,
+                padding: 0,
+                dilation: 1,
+                groups: 1,
+                activation: None,
+                init: Init::GlorotUniform,
+                bias: true,
+            }
+        );
+        assert_eq!(specs[1], max_pool(2));
+        assert_eq!(
+            specs[2],
+            LayerSpec::AvgPool2d {
+                kernel_size: 3,
+                stride: Some(1),
+                padding: 1,
+            }
+        );
+        assert_eq!(specs[3], LayerSpec::GlobalAvgPool2d);
+        let round_trip: Vec<LayerSpec> =
+            serde_json::from_str(&serde_json::to_string(&specs).unwrap()).unwrap();
+        assert_eq!(round_trip, specs);
+        let unknown = r#"{"type": "conv2d", "filters": 6, "kernel_size": 5, "size": 3}"#;
+        assert!(serde_json::from_str::<LayerSpec>(unknown).is_err());
     }
 
     #[test]

@@ -30,6 +30,12 @@ pub fn single_threaded<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Returns whether the calling thread is inside [`single_threaded`], for kernels that decide
+/// themselves whether to spread work over the rayon threads.
+pub(crate) fn is_single_threaded() -> bool {
+    SINGLE_THREADED.with(Cell::get)
+}
+
 /// Sets the number of threads a large matmul may use; 0 means the rayon pool's size.
 pub fn set_gemm_threads(threads: usize) {
     GEMM_THREADS.store(threads, Ordering::Relaxed);

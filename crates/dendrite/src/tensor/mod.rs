@@ -8,6 +8,7 @@ mod kernels;
 mod matmul;
 
 pub use kernels::{add_row_broadcast, argmax_rows, sum_rows_into};
+pub(crate) use matmul::is_single_threaded;
 pub use matmul::{Transpose, matmul_into, matmul_rows_into, set_gemm_threads, single_threaded};
 
 use std::fmt;

@@ -1,0 +1,876 @@
+//! Forward rules of 2-D convolution and pooling on NCHW tensors, and the per-image kernels
+//! their backward rules share.
+//!
+//! Convolution is im2col followed by one matrix multiply per group, image by image. Each
+//! image's result therefore does not depend on the other images of its batch.
+
+use rayon::prelude::*;
+
+use super::{Graph, Op, Shape, Var, take_from_pool};
+use crate::tensor::{Transpose, is_single_threaded, matmul_into, single_threaded};
+
+/// Stride, zero padding, dilation and groups of a 2-D convolution. Pairs are
+/// `(height, width)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dParams {
+    /// Step between neighboring windows.
+    pub stride: (usize, usize),
+    /// Zeros added on each side of the input.
+    pub padding: (usize, usize),
+    /// Spacing between kernel taps. A dilation of 1 is a dense kernel.
+    pub dilation: (usize, usize),
+    /// Number of groups: input channel group `g` is convolved only with the filters of
+    /// output channel group `g`.
+    pub groups: usize,
+}
+
+impl Default for Conv2dParams {
+    /// Stride 1, no padding, dilation 1, one group.
+    fn default() -> Self {
+        Conv2dParams {
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2dParams {
+    /// Returns the output `(height, width)` for an input of `input` and a kernel of `kernel`,
+    /// or `None` if the dilated kernel is larger than the padded input or a stride or
+    /// dilation is 0.
+    pub fn output_size(
+        &self,
+        input: (usize, usize),
+        kernel: (usize, usize),
+    ) -> Option<(usize, usize)> {
+        let height = output_len(
+            input.0,
+            kernel.0,
+            self.stride.0,
+            self.padding.0,
+            self.dilation.0,
+        )?;
+        let width = output_len(
+            input.1,
+            kernel.1,
+            self.stride.1,
+            self.padding.1,
+            self.dilation.1,
+        )?;
+        Some((height, width))
+    }
+}
+
+/// Returns `(input + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1`, or `None` if
+/// the dilated kernel does not fit in the padded input or any factor is 0.
+pub(crate) fn output_len(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> Option<usize> {
+    if kernel == 0 || stride == 0 || dilation == 0 {
+        return None;
+    }
+    let span = dilation * (kernel - 1) + 1;
+    let padded = input + 2 * padding;
+    (padded >= span).then(|| (padded - span) / stride + 1)
+}
+
+/// The sizes of one convolution, derived from the input and weight shapes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvGeometry {
+    pub(crate) batch: usize,
+    pub(crate) in_channels: usize,
+    pub(crate) height: usize,
+    pub(crate) width: usize,
+    pub(crate) out_channels: usize,
+    pub(crate) kernel: (usize, usize),
+    pub(crate) out_height: usize,
+    pub(crate) out_width: usize,
+    pub(crate) params: Conv2dParams,
+}
+
+impl ConvGeometry {
+    /// Checks the shapes of a convolution and derives its sizes.
+    ///
+    /// # Panics
+    ///
+    /// Panics, naming both shapes, if `x` is not `[n, c_in, h, w]`, `weight` is not
+    /// `[c_out, c_in / groups, kh, kw]`, the groups do not divide both channel counts, or the
+    /// kernel does not fit in the padded input.
+    pub(crate) fn new(x: &[usize], weight: &[usize], params: Conv2dParams) -> Self {
+        assert!(
+            x.len() == 4 && weight.len() == 4,
+            "conv2d needs input [n, c_in, h, w] and weight [c_out, c_in / groups, kh, kw], \
+             got {x:?} and {weight:?}"
+        );
+        let groups = params.groups;
+        assert!(
+            groups > 0 && x[1].is_multiple_of(groups) && weight[0].is_multiple_of(groups),
+            "conv2d with {groups} groups needs both channel counts divisible by {groups}, \
+             got input {x:?} and weight {weight:?}"
+        );
+        assert_eq!(
+            weight[1],
+            x[1] / groups,
+            "conv2d weight {weight:?} does not fit input {x:?} with {groups} groups: \
+             dimension 1 of the weight must be c_in / groups = {}",
+            x[1] / groups
+        );
+        let kernel = (weight[2], weight[3]);
+        let Some((out_height, out_width)) = params.output_size((x[2], x[3]), kernel) else {
+            panic!(
+                "conv2d kernel of weight {weight:?} with {params:?} does not fit input {x:?}. \
+                 The dilated kernel must fit in the padded input, and strides and dilations \
+                 must be at least 1"
+            );
+        };
+        ConvGeometry {
+            batch: x[0],
+            in_channels: x[1],
+            height: x[2],
+            width: x[3],
+            out_channels: weight[0],
+            kernel,
+            out_height,
+            out_width,
+            params,
+        }
+    }
+
+    fn image_len(&self) -> usize {
+        self.in_channels * self.height * self.width
+    }
+
+    fn out_plane(&self) -> usize {
+        self.out_height * self.out_width
+    }
+
+    fn out_image_len(&self) -> usize {
+        self.out_channels * self.out_plane()
+    }
+
+    /// Rows of one group's im2col matrix: `c_in / groups * kh * kw`.
+    fn group_rows(&self) -> usize {
+        self.in_channels / self.params.groups * self.kernel.0 * self.kernel.1
+    }
+
+    fn group_filters(&self) -> usize {
+        self.out_channels / self.params.groups
+    }
+
+    /// Values of one image's im2col matrix, all groups: `c_in * kh * kw` rows of
+    /// `h_out * w_out` columns.
+    fn col_len(&self) -> usize {
+        self.in_channels * self.kernel.0 * self.kernel.1 * self.out_plane()
+    }
+
+    fn weight_len(&self) -> usize {
+        self.out_channels * self.group_rows()
+    }
+}
+
+/// The number of images processed at once: one per rayon thread, or 1 when the caller already
+/// runs one task per thread inside [`single_threaded`].
+fn parallel_images(batch: usize) -> usize {
+    if is_single_threaded() {
+        1
+    } else {
+        rayon::current_num_threads().clamp(1, batch.max(1))
+    }
+}
+
+/// Returns the range of output positions `o` in `0..out_len` whose input position
+/// `o * stride + offset` lies in `0..in_len`.
+fn valid_range(out_len: usize, in_len: usize, stride: usize, offset: isize) -> (usize, usize) {
+    let stride_i = stride as isize;
+    let lo = if offset >= 0 {
+        0
+    } else {
+        ((-offset + stride_i - 1) / stride_i) as usize
+    };
+    let room = in_len as isize - offset;
+    let hi = if room <= 0 {
+        0
+    } else {
+        ((room + stride_i - 1) / stride_i) as usize
+    };
+    let hi = hi.min(out_len);
+    (lo.min(hi), hi)
+}
+
+/// Writes the im2col matrix of one image into `col`: row `(c, ki, kj)` holds, for every output
+/// position, the input value under kernel tap `(ki, kj)` of channel `c`, or 0 in the padding.
+/// Every value of `col` is written.
+fn im2col(col: &mut [f32], image: &[f32], geo: &ConvGeometry) {
+    let (h, w) = (geo.height, geo.width);
+    let (oh_len, ow_len) = (geo.out_height, geo.out_width);
+    let Conv2dParams {
+        stride,
+        padding,
+        dilation,
+        ..
+    } = geo.params;
+    let mut rows = col.chunks_exact_mut(geo.out_plane());
+    for plane in image.chunks_exact(h * w) {
+        for ki in 0..geo.kernel.0 {
+            let row_offset = (ki * dilation.0) as isize - padding.0 as isize;
+            let (oh_lo, oh_hi) = valid_range(oh_len, h, stride.0, row_offset);
+            for kj in 0..geo.kernel.1 {
+                let col_offset = (kj * dilation.1) as isize - padding.1 as isize;
+                let (ow_lo, ow_hi) = valid_range(ow_len, w, stride.1, col_offset);
+                let dst = rows.next().expect("im2col buffer matches the geometry");
+                dst[..oh_lo * ow_len].fill(0.0);
+                dst[oh_hi * ow_len..].fill(0.0);
+                for oh in oh_lo..oh_hi {
+                    let ih = (oh * stride.0) as isize + row_offset;
+                    let src = &plane[ih as usize * w..(ih as usize + 1) * w];
+                    let dst_row = &mut dst[oh * ow_len..(oh + 1) * ow_len];
+                    dst_row[..ow_lo].fill(0.0);
+                    dst_row[ow_hi..].fill(0.0);
+                    let first = (ow_lo * stride.1) as isize + col_offset;
+                    let first = first as usize;
+                    if stride.1 == 1 {
+                        dst_row[ow_lo..ow_hi].copy_from_slice(&src[first..first + ow_hi - ow_lo]);
+                    } else {
+                        for (d, ow) in dst_row[ow_lo..ow_hi].iter_mut().zip(ow_lo..) {
+                            *d = src[first + (ow - ow_lo) * stride.1];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds each entry of the im2col-shaped gradient `col` to the input position it was read
+/// from, the adjoint of [`im2col`]. Padding entries are dropped.
+fn col2im_add(image: &mut [f32], col: &[f32], geo: &ConvGeometry) {
+    let (h, w) = (geo.height, geo.width);
+    let (oh_len, ow_len) = (geo.out_height, geo.out_width);
+    let Conv2dParams {
+        stride,
+        padding,
+        dilation,
+        ..
+    } = geo.params;
+    let mut rows = col.chunks_exact(geo.out_plane());
+    for plane in image.chunks_exact_mut(h * w) {
+        for ki in 0..geo.kernel.0 {
+            let row_offset = (ki * dilation.0) as isize - padding.0 as isize;
+            let (oh_lo, oh_hi) = valid_range(oh_len, h, stride.0, row_offset);
+            for kj in 0..geo.kernel.1 {
+                let col_offset = (kj * dilation.1) as isize - padding.1 as isize;
+                let (ow_lo, ow_hi) = valid_range(ow_len, w, stride.1, col_offset);
+                let src = rows.next().expect("im2col buffer matches the geometry");
+                for oh in oh_lo..oh_hi {
+                    let ih = ((oh * stride.0) as isize + row_offset) as usize;
+                    let dst = &mut plane[ih * w..(ih + 1) * w];
+                    let first = ((ow_lo * stride.1) as isize + col_offset) as usize;
+                    for (ow, &v) in (ow_lo..ow_hi).zip(&src[oh * ow_len + ow_lo..]) {
+                        dst[first + (ow - ow_lo) * stride.1] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes the convolution of one image: `out = bias + W_g · col_g` for every group `g`.
+fn conv_image(
+    out: &mut [f32],
+    col: &mut [f32],
+    image: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    geo: &ConvGeometry,
+) {
+    im2col(col, image, geo);
+    let plane = geo.out_plane();
+    if let Some(bias) = bias {
+        for (channel, &b) in out.chunks_exact_mut(plane).zip(bias) {
+            channel.fill(b);
+        }
+    }
+    let (rows, filters) = (geo.group_rows(), geo.group_filters());
+    for group in 0..geo.params.groups {
+        matmul_into(
+            &mut out[group * filters * plane..(group + 1) * filters * plane],
+            &weight[group * filters * rows..(group + 1) * filters * rows],
+            Transpose::No,
+            &col[group * rows * plane..(group + 1) * rows * plane],
+            Transpose::No,
+            filters,
+            rows,
+            plane,
+            bias.is_some(),
+        );
+    }
+}
+
+/// Writes the convolution of every image of `x` into `out`, spread over the rayon threads
+/// unless the caller is inside [`single_threaded`]. `scratch` holds one im2col matrix per
+/// thread.
+fn conv_forward(
+    out: &mut [f32],
+    scratch: &mut [f32],
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    geo: &ConvGeometry,
+    tasks: usize,
+) {
+    let (image_len, out_len, col_len) = (geo.image_len(), geo.out_image_len(), geo.col_len());
+    if out.is_empty() || image_len == 0 {
+        // No output values, or an input with no values, so every window covers only padding
+        // and the output is the bias alone.
+        for (channel, index) in out.chunks_exact_mut(geo.out_plane().max(1)).zip(0..) {
+            channel.fill(bias.map_or(0.0, |b| b[index % geo.out_channels]));
+        }
+        return;
+    }
+    let per_task = geo.batch.div_ceil(tasks);
+    let run = |(out_chunk, (x_chunk, col)): (&mut [f32], (&[f32], &mut [f32]))| {
+        single_threaded(|| {
+            for (out_image, image) in out_chunk
+                .chunks_exact_mut(out_len)
+                .zip(x_chunk.chunks_exact(image_len))
+            {
+                conv_image(out_image, col, image, weight, bias, geo);
+            }
+        })
+    };
+    if tasks > 1 {
+        out.par_chunks_mut(per_task * out_len)
+            .zip(
+                x.par_chunks(per_task * image_len)
+                    .zip(scratch.par_chunks_mut(col_len)),
+            )
+            .for_each(run);
+    } else {
+        run((out, (x, scratch)));
+    }
+}
+
+/// One image's share of the convolution backward pass.
+struct ImageGrad<'a> {
+    image: usize,
+    col: &'a mut [f32],
+    dw: Option<&'a mut [f32]>,
+    dx: Option<&'a mut [f32]>,
+}
+
+/// Writes one image's weight gradient into `item.dw` (overwriting it) and adds its input
+/// gradient to `item.dx`.
+fn conv_image_backward(item: ImageGrad<'_>, g: &[f32], x: &[f32], w: &[f32], geo: &ConvGeometry) {
+    let plane = geo.out_plane();
+    let (rows, filters) = (geo.group_rows(), geo.group_filters());
+    let g_image = &g[item.image * geo.out_image_len()..(item.image + 1) * geo.out_image_len()];
+    let col = item.col;
+    if let Some(dw) = item.dw {
+        let image = &x[item.image * geo.image_len()..(item.image + 1) * geo.image_len()];
+        im2col(col, image, geo);
+        // dW_g = G_g · col_gᵀ.
+        for group in 0..geo.params.groups {
+            matmul_into(
+                &mut dw[group * filters * rows..(group + 1) * filters * rows],
+                &g_image[group * filters * plane..(group + 1) * filters * plane],
+                Transpose::No,
+                &col[group * rows * plane..(group + 1) * rows * plane],
+                Transpose::Yes,
+                filters,
+                plane,
+                rows,
+                false,
+            );
+        }
+    }
+    if let Some(dx) = item.dx {
+        // dcol_g = W_gᵀ · G_g, written over the im2col matrix, which is no longer needed.
+        for group in 0..geo.params.groups {
+            matmul_into(
+                &mut col[group * rows * plane..(group + 1) * rows * plane],
+                &w[group * filters * rows..(group + 1) * filters * rows],
+                Transpose::Yes,
+                &g_image[group * filters * plane..(group + 1) * filters * plane],
+                Transpose::No,
+                rows,
+                filters,
+                plane,
+                false,
+            );
+        }
+        col2im_add(dx, col, geo);
+    }
+}
+
+/// A gradient buffer taken from the tape, with `true` if it already holds a contribution
+/// that must be added to.
+pub(super) type GradBuffer<'a> = Option<(&'a mut [f32], bool)>;
+
+/// Computes the convolution gradients for the output gradient `g`: `dx` through col2im, `dw`
+/// summed over the images in image order, and `db` summed over images and positions.
+///
+/// Images are processed in waves of one image per rayon thread (one per wave inside
+/// [`single_threaded`]). Each image's weight gradient goes to its own buffer and the buffers
+/// are added in image order, so the result does not depend on the number of threads.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv2d_backward(
+    geo: &ConvGeometry,
+    g: &[f32],
+    x: &[f32],
+    w: &[f32],
+    dx: GradBuffer<'_>,
+    dw: GradBuffer<'_>,
+    db: GradBuffer<'_>,
+    pool: &mut Vec<Vec<f32>>,
+) {
+    if let Some((db, accumulate)) = db {
+        if !accumulate {
+            db.fill(0.0);
+        }
+        for channel_grads in g.chunks_exact(geo.out_image_len().max(1)) {
+            for (d, channel) in db
+                .iter_mut()
+                .zip(channel_grads.chunks_exact(geo.out_plane().max(1)))
+            {
+                *d += channel.iter().sum::<f32>();
+            }
+        }
+    }
+
+    let mut dx = dx.map(|(dx, accumulate)| {
+        if !accumulate {
+            dx.fill(0.0);
+        }
+        dx
+    });
+    let mut dw = dw.map(|(dw, accumulate)| {
+        if !accumulate {
+            dw.fill(0.0);
+        }
+        dw
+    });
+    let (col_len, weight_len, image_len) = (geo.col_len(), geo.weight_len(), geo.image_len());
+    if (dx.is_none() && dw.is_none())
+        || geo.batch == 0
+        || image_len == 0
+        || geo.out_image_len() == 0
+    {
+        // Nothing to compute, or every product is empty and the zero fills above are the
+        // whole gradient.
+        return;
+    }
+
+    let tasks = parallel_images(geo.batch);
+    let mut scratch = take_from_pool(pool, tasks * col_len);
+    let mut dw_parts = take_from_pool(pool, if dw.is_some() { tasks * weight_len } else { 0 });
+    for wave_start in (0..geo.batch).step_by(tasks) {
+        let wave_end = (wave_start + tasks).min(geo.batch);
+        let mut dx_images = dx
+            .as_deref_mut()
+            .map(|d| d[wave_start * image_len..wave_end * image_len].chunks_exact_mut(image_len));
+        let mut dw_slots = dw.is_some().then(|| dw_parts.chunks_exact_mut(weight_len));
+        // NOTE: this allocates a list of at most one entry per thread per wave, but the
+        // tensor buffers themselves come from the workspace pool.
+        let items: Vec<ImageGrad<'_>> = (wave_start..wave_end)
+            .zip(scratch.chunks_exact_mut(col_len))
+            .map(|(image, col)| ImageGrad {
+                image,
+                col,
+                dw: dw_slots.as_mut().and_then(Iterator::next),
+                dx: dx_images.as_mut().and_then(Iterator::next),
+            })
+            .collect();
+        let work =
+            |item: ImageGrad<'_>| single_threaded(|| conv_image_backward(item, g, x, w, geo));
+        if tasks > 1 {
+            items.into_par_iter().for_each(work);
+        } else {
+            items.into_iter().for_each(work);
+        }
+        if let Some(dw) = dw.as_deref_mut() {
+            for part in dw_parts
+                .chunks_exact(weight_len)
+                .take(wave_end - wave_start)
+            {
+                for (d, &p) in dw.iter_mut().zip(part) {
+                    *d += p;
+                }
+            }
+        }
+    }
+    pool.push(scratch);
+    if dw_parts.capacity() > 0 {
+        pool.push(dw_parts);
+    }
+}
+
+/// The sizes of one pooling, derived from the input shape.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolGeometry {
+    pub(crate) height: usize,
+    pub(crate) width: usize,
+    pub(crate) kernel: (usize, usize),
+    pub(crate) stride: (usize, usize),
+    pub(crate) padding: (usize, usize),
+    pub(crate) out_height: usize,
+    pub(crate) out_width: usize,
+}
+
+impl PoolGeometry {
+    /// Checks the arguments of a pooling of `x` and derives its sizes.
+    ///
+    /// # Panics
+    ///
+    /// Panics, naming the shape, if `x` is not `[n, c, h, w]` with `h, w > 0`, a kernel size
+    /// or stride is 0, the padding exceeds half the kernel (PyTorch's rule, which keeps every
+    /// window on at least one input value), or the kernel is larger than the padded input.
+    pub(crate) fn new(
+        op: &str,
+        x: &[usize],
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Self {
+        assert!(
+            x.len() == 4 && x[2] > 0 && x[3] > 0,
+            "{op} needs input [n, c, h, w] with h, w > 0, got {x:?}"
+        );
+        assert!(
+            padding.0 <= kernel.0 / 2 && padding.1 <= kernel.1 / 2,
+            "{op} padding {padding:?} must be at most half the kernel size {kernel:?}"
+        );
+        let out_height = output_len(x[2], kernel.0, stride.0, padding.0, 1);
+        let out_width = output_len(x[3], kernel.1, stride.1, padding.1, 1);
+        let (Some(out_height), Some(out_width)) = (out_height, out_width) else {
+            panic!(
+                "{op} with kernel {kernel:?}, stride {stride:?} and padding {padding:?} does \
+                 not fit input {x:?}. The kernel must fit in the padded input, and the kernel \
+                 sizes and strides must be at least 1"
+            );
+        };
+        PoolGeometry {
+            height: x[2],
+            width: x[3],
+            kernel,
+            stride,
+            padding,
+            out_height,
+            out_width,
+        }
+    }
+
+    /// Returns the input rows and columns under the window at output position `(oh, ow)`,
+    /// clipped to the input.
+    fn window(&self, oh: usize, ow: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let clip = |out: usize, stride: usize, pad: usize, kernel: usize, len: usize| {
+            let start = (out * stride) as isize - pad as isize;
+            let end = (start + kernel as isize).min(len as isize);
+            start.max(0) as usize..end as usize
+        };
+        (
+            clip(
+                oh,
+                self.stride.0,
+                self.padding.0,
+                self.kernel.0,
+                self.height,
+            ),
+            clip(ow, self.stride.1, self.padding.1, self.kernel.1, self.width),
+        )
+    }
+
+    fn output_shape(&self, x: &[usize]) -> Shape {
+        Shape::new(&[x[0], x[1], self.out_height, self.out_width])
+    }
+}
+
+/// Adds the max-pooling gradient `g` to `dx`: each output gradient goes to the input
+/// position whose index within its plane is stored in `argmax`.
+pub(super) fn max_pool2d_backward(dx: &mut [f32], g: &[f32], argmax: &[f32], geo: &PoolGeometry) {
+    let (plane_in, plane_out) = (geo.height * geo.width, geo.out_height * geo.out_width);
+    for ((dx_plane, g_plane), index_plane) in dx
+        .chunks_exact_mut(plane_in)
+        .zip(g.chunks_exact(plane_out))
+        .zip(argmax.chunks_exact(plane_out))
+    {
+        for (&gv, &index) in g_plane.iter().zip(index_plane) {
+            dx_plane[index as usize] += gv;
+        }
+    }
+}
+
+/// Adds the average-pooling gradient `g` to `dx`: each output gradient, divided by the
+/// kernel area, goes to every input position of its window.
+pub(super) fn avg_pool2d_backward(dx: &mut [f32], g: &[f32], geo: &PoolGeometry) {
+    let (plane_in, plane_out) = (geo.height * geo.width, geo.out_height * geo.out_width);
+    let scale = 1.0 / (geo.kernel.0 * geo.kernel.1) as f32;
+    for (dx_plane, g_plane) in dx.chunks_exact_mut(plane_in).zip(g.chunks_exact(plane_out)) {
+        for oh in 0..geo.out_height {
+            for ow in 0..geo.out_width {
+                let share = g_plane[oh * geo.out_width + ow] * scale;
+                let (rows, cols) = geo.window(oh, ow);
+                for ih in rows {
+                    for d in &mut dx_plane[ih * geo.width + cols.start..ih * geo.width + cols.end] {
+                        *d += share;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Graph<'_> {
+    /// Records a 2-D convolution (cross-correlation, as in PyTorch's `conv2d`) of
+    /// `x: [n, c_in, h, w]` with `weight: [c_out, c_in / groups, kh, kw]` and an optional
+    /// `bias: [c_out]`, giving `[n, c_out, h_out, w_out]` with
+    /// `h_out = (h + 2 * padding - dilation * (kh - 1) - 1) / stride + 1`, and likewise `w_out`.
+    ///
+    /// Each image is computed on its own (im2col and one matrix multiply per group), so its
+    /// output is the same bit for bit whatever batch it is in. Outside [`single_threaded`]
+    /// the images are spread over the rayon threads.
+    ///
+    /// # Panics
+    ///
+    /// Panics, naming the shapes, if the shapes do not fit or `params` is invalid (a stride,
+    /// dilation or group count of 0, groups that do not divide both channel counts, or a
+    /// dilated kernel larger than the padded input).
+    pub fn conv2d(&mut self, x: Var, weight: Var, bias: Option<Var>, params: Conv2dParams) -> Var {
+        let geo = ConvGeometry::new(
+            self.node(x).shape.dims(),
+            self.node(weight).shape.dims(),
+            params,
+        );
+        if let Some(bias) = bias {
+            assert_eq!(
+                self.node(bias).shape.dims(),
+                &[geo.out_channels],
+                "conv2d bias must have shape [{}] for weight {:?}",
+                geo.out_channels,
+                self.node(weight).shape.dims()
+            );
+        }
+        let tasks = parallel_images(geo.batch);
+        let mut out = self.ws.take_buffer(geo.batch * geo.out_image_len());
+        let mut scratch = self.ws.take_buffer(tasks * geo.col_len());
+        conv_forward(
+            &mut out,
+            &mut scratch,
+            self.value(x),
+            self.value(weight),
+            bias.map(|b| self.value(b)),
+            &geo,
+            tasks,
+        );
+        if scratch.capacity() > 0 {
+            self.ws.pool.push(scratch);
+        }
+        let needs_grad = self.node(x).needs_grad
+            || self.node(weight).needs_grad
+            || bias.is_some_and(|b| self.node(b).needs_grad);
+        let shape = Shape::new(&[geo.batch, geo.out_channels, geo.out_height, geo.out_width]);
+        self.push(
+            Op::Conv2d {
+                x,
+                weight,
+                bias,
+                params,
+            },
+            shape,
+            out,
+            needs_grad,
+        )
+    }
+
+    /// Records 2-D max pooling of `x: [n, c, h, w]` with PyTorch's semantics: the padding acts
+    /// as negative infinity, ties go to the first maximum in row-major window order, and a NaN
+    /// in a window is the result. Pairs are `(height, width)`, and the output is
+    /// `[n, c, h_out, w_out]` with `h_out = (h + 2 * padding - kernel) / stride + 1`.
+    ///
+    /// # Panics
+    ///
+    /// Panics, naming the shape, if `x` is not 4-D with non-empty planes, a kernel size or
+    /// stride is 0, the padding is more than half the kernel, the kernel is larger than the
+    /// padded input, or a plane
+    /// has more than 2^24 values (indices are kept as exact `f32`).
+    pub fn max_pool2d(
+        &mut self,
+        x: Var,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Var {
+        let dims = self.node(x).shape;
+        let geo = PoolGeometry::new("max_pool2d", dims.dims(), kernel, stride, padding);
+        assert!(
+            geo.height * geo.width <= 1 << 24,
+            "max_pool2d planes of {}x{} values are too large to index exactly",
+            geo.height,
+            geo.width
+        );
+        let shape = geo.output_shape(dims.dims());
+        let mut out = self.ws.take_buffer(shape.numel());
+        let mut argmax = self.ws.take_buffer(shape.numel());
+        let (plane_in, plane_out) = (geo.height * geo.width, geo.out_height * geo.out_width);
+        for ((plane, out_plane), index_plane) in self
+            .value(x)
+            .chunks_exact(plane_in)
+            .zip(out.chunks_exact_mut(plane_out))
+            .zip(argmax.chunks_exact_mut(plane_out))
+        {
+            for oh in 0..geo.out_height {
+                for ow in 0..geo.out_width {
+                    let (rows, cols) = geo.window(oh, ow);
+                    let mut best = f32::NEG_INFINITY;
+                    let mut best_index = rows.start * geo.width + cols.start;
+                    for ih in rows {
+                        for iw in cols.clone() {
+                            let v = plane[ih * geo.width + iw];
+                            if v > best || v.is_nan() {
+                                best = v;
+                                best_index = ih * geo.width + iw;
+                            }
+                        }
+                    }
+                    out_plane[oh * geo.out_width + ow] = best;
+                    index_plane[oh * geo.out_width + ow] = best_index as f32;
+                }
+            }
+        }
+        let needs_grad = self.node(x).needs_grad;
+        let var = self.push(
+            Op::MaxPool2d {
+                x,
+                kernel,
+                stride,
+                padding,
+            },
+            shape,
+            out,
+            needs_grad,
+        );
+        self.ws.nodes[var.0].aux = argmax;
+        var
+    }
+
+    /// Records 2-D average pooling of `x: [n, c, h, w]`. As in PyTorch's default
+    /// (`count_include_pad = true`), every window is divided by the full kernel area, padding
+    /// included. Pairs are `(height, width)`, and the output is `[n, c, h_out, w_out]` with
+    /// `h_out = (h + 2 * padding - kernel) / stride + 1`.
+    ///
+    /// # Panics
+    ///
+    /// Panics, naming the shape, if `x` is not 4-D with non-empty planes, a kernel size or
+    /// stride is 0, the padding is more than half the kernel, or the kernel is larger than the
+    /// padded input.
+    pub fn avg_pool2d(
+        &mut self,
+        x: Var,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Var {
+        let dims = self.node(x).shape;
+        let geo = PoolGeometry::new("avg_pool2d", dims.dims(), kernel, stride, padding);
+        let shape = geo.output_shape(dims.dims());
+        let mut out = self.ws.take_buffer(shape.numel());
+        let scale = 1.0 / (kernel.0 * kernel.1) as f32;
+        let (plane_in, plane_out) = (geo.height * geo.width, geo.out_height * geo.out_width);
+        for (plane, out_plane) in self
+            .value(x)
+            .chunks_exact(plane_in)
+            .zip(out.chunks_exact_mut(plane_out))
+        {
+            for oh in 0..geo.out_height {
+                for ow in 0..geo.out_width {
+                    let (rows, cols) = geo.window(oh, ow);
+                    let mut sum = 0.0;
+                    for ih in rows {
+                        sum += plane[ih * geo.width + cols.start..ih * geo.width + cols.end]
+                            .iter()
+                            .sum::<f32>();
+                    }
+                    out_plane[oh * geo.out_width + ow] = sum * scale;
+                }
+            }
+        }
+        let needs_grad = self.node(x).needs_grad;
+        self.push(
+            Op::AvgPool2d {
+                x,
+                kernel,
+                stride,
+                padding,
+            },
+            shape,
+            out,
+            needs_grad,
+        )
+    }
+
+    /// Records the mean of each channel of `x: [n, c, h, w]` over its `h * w` positions,
+    /// giving `[n, c]`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `x` is not 4-D or its planes are empty.
+    pub fn global_avg_pool2d(&mut self, x: Var) -> Var {
+        let dims = self.node(x).shape;
+        assert!(
+            dims.rank == 4 && dims.dims[2] * dims.dims[3] > 0,
+            "global_avg_pool2d needs input [n, c, h, w] with h, w > 0, got {:?}",
+            dims.dims()
+        );
+        let plane = dims.dims[2] * dims.dims[3];
+        let shape = Shape::new(&[dims.dims[0], dims.dims[1]]);
+        let mut out = self.ws.take_buffer(shape.numel());
+        let scale = 1.0 / plane as f32;
+        for (o, channel) in out.iter_mut().zip(self.value(x).chunks_exact(plane)) {
+            *o = channel.iter().sum::<f32>() * scale;
+        }
+        let needs_grad = self.node(x).needs_grad;
+        self.push(Op::GlobalAvgPool2d(x), shape, out, needs_grad)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_range_matches_brute_force() {
+        for out_len in 0..6 {
+            for in_len in 0..6 {
+                for stride in 1..4 {
+                    for offset in -4isize..4 {
+                        let inside: Vec<usize> = (0..out_len)
+                            .filter(|&o| {
+                                let i = (o * stride) as isize + offset;
+                                (0..in_len as isize).contains(&i)
+                            })
+                            .collect();
+                        let (lo, hi) = valid_range(out_len, in_len, stride, offset);
+                        assert_eq!(
+                            (lo..hi).collect::<Vec<_>>(),
+                            inside,
+                            "out {out_len}, in {in_len}, stride {stride}, offset {offset}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn output_len_follows_pytorch_formula() {
+        assert_eq!(output_len(28, 5, 1, 2, 1), Some(28));
+        assert_eq!(output_len(7, 3, 2, 1, 2), Some(3));
+        assert_eq!(output_len(4, 5, 1, 0, 1), None);
+        assert_eq!(output_len(4, 3, 0, 0, 1), None);
+    }
+}
