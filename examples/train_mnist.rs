@@ -115,6 +115,7 @@ fn run() -> dendrite::Result<()> {
             min_learning_rate: 0.0,
         },
         early_stopping: None,
+        augment: dendrite::data::Augment::default(),
     };
     train::fit(
         &mut model,

@@ -119,6 +119,7 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error>> {
         shuffle: true,
         schedule: Schedule::Constant,
         early_stopping: None,
+        augment: dendrite::data::Augment::default(),
     };
     let history = pool.install(|| train::fit(&mut model, &dataset, None, &config, &mut Silent))?;
 

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use dendrite::data::{self, Dataset, Targets};
+use dendrite::data::{self, BadFilePolicy, ColorMode, Dataset, ImageFolderConfig, Targets};
+use dendrite::model::{InputKind, Preprocessing};
 use dendrite::nn::LayerSpec;
 use dendrite::train::TrainConfig;
 use serde::Deserialize;
@@ -44,6 +45,27 @@ pub enum DataConfig {
         num_classes: usize,
         #[serde(default = "default_validation_split")]
         validation_split: f64,
+        /// Standardize each pixel with the mean and standard deviation of the training rows.
+        #[serde(default)]
+        normalize: bool,
+    },
+    /// A folder with one subfolder of PNG or JPEG images per class.
+    ImageFolder {
+        train: PathBuf,
+        #[serde(default)]
+        test: Option<PathBuf>,
+        #[serde(default = "default_validation_split")]
+        validation_split: f64,
+        #[serde(default)]
+        color: ColorMode,
+        /// `[height, width]` that every image is resized to.
+        #[serde(default)]
+        size: Option<(usize, usize)>,
+        #[serde(default)]
+        on_bad_file: BadFilePolicy,
+        /// Standardize each channel with the statistics of the training rows.
+        #[serde(default = "default_true")]
+        normalize: bool,
     },
     /// A CSV file with a header row and numeric cells.
     Csv {
@@ -89,6 +111,10 @@ fn default_classes() -> usize {
 
 fn default_validation_split() -> f64 {
     0.1
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Config {
@@ -149,7 +175,7 @@ impl DataConfig {
                 test_images.iter_mut().for_each(resolve);
                 test_labels.iter_mut().for_each(resolve);
             }
-            DataConfig::Csv { train, test, .. } => {
+            DataConfig::Csv { train, test, .. } | DataConfig::ImageFolder { train, test, .. } => {
                 resolve(train);
                 test.iter_mut().for_each(resolve);
             }
@@ -164,8 +190,65 @@ impl DataConfig {
             }
             | DataConfig::Csv {
                 validation_split, ..
+            }
+            | DataConfig::ImageFolder {
+                validation_split, ..
             } => validation_split,
         }
+    }
+
+    /// Returns true if features are standardized with the statistics of the training rows.
+    fn normalize(&self) -> bool {
+        match *self {
+            DataConfig::Idx { normalize, .. } | DataConfig::ImageFolder { normalize, .. } => {
+                normalize
+            }
+            DataConfig::Csv { .. } => false,
+        }
+    }
+
+    /// Loads the data, takes the validation split from the training rows and, if configured,
+    /// standardizes every split with the channel statistics of the training split.
+    pub fn prepare(&self, seed: u64) -> Result<PreparedData> {
+        let LoadedData {
+            train: full_train,
+            mut test,
+            columns,
+            mut preprocessing,
+        } = self.load()?;
+        let (mut train, mut validation) =
+            split_validation(&full_train, self.validation_split(), seed)?;
+        drop(full_train);
+        if let Some(test) = &test
+            && test.feature_shape() != train.feature_shape()
+        {
+            bail!(
+                "test rows have shape {:?} but training rows have shape {:?}",
+                test.feature_shape(),
+                train.feature_shape()
+            );
+        }
+
+        if self.normalize() {
+            let stats = crate::preprocess::channel_stats(&mut train.features)?;
+            for dataset in [Some(&mut train), validation.as_mut(), test.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                crate::preprocess::standardize(&mut dataset.features, &stats)?;
+            }
+            if let Some(preprocessing) = &mut preprocessing {
+                preprocessing.normalization = Some(stats);
+            }
+        }
+
+        Ok(PreparedData {
+            train,
+            validation,
+            test,
+            columns,
+            preprocessing,
+        })
     }
 
     /// Loads the training file and, if configured, the test file.
@@ -191,6 +274,55 @@ impl DataConfig {
                     train,
                     test,
                     columns: None,
+                    preprocessing: Some(Preprocessing {
+                        input: InputKind::Idx,
+                        color: None,
+                        size: None,
+                        normalization: None,
+                    }),
+                })
+            }
+            DataConfig::ImageFolder {
+                train,
+                test,
+                color,
+                size,
+                on_bad_file,
+                ..
+            } => {
+                let config = ImageFolderConfig {
+                    color: *color,
+                    size: *size,
+                    on_bad_file: *on_bad_file,
+                };
+                let train_set = crate::preprocess::load_folder(train, &config)?;
+                let test_set = match test {
+                    Some(path) => {
+                        let test_set = crate::preprocess::load_folder(path, &config)?;
+                        if test_set.class_names() != train_set.class_names() {
+                            bail!(
+                                "{}: class folders {:?} differ from those of the training \
+                                 folder {} ({:?}); both need the same class folders",
+                                path.display(),
+                                test_set.class_names().unwrap_or_default(),
+                                train.display(),
+                                train_set.class_names().unwrap_or_default()
+                            );
+                        }
+                        Some(test_set)
+                    }
+                    None => None,
+                };
+                Ok(LoadedData {
+                    train: train_set,
+                    test: test_set,
+                    columns: None,
+                    preprocessing: Some(Preprocessing {
+                        input: InputKind::ImageFolder,
+                        color: Some(*color),
+                        size: *size,
+                        normalization: None,
+                    }),
                 })
             }
             DataConfig::Csv {
@@ -212,18 +344,32 @@ impl DataConfig {
                     train: train_set,
                     test: test_set,
                     columns: Some((features, targets)),
+                    preprocessing: None,
                 })
             }
         }
     }
 }
 
-/// The datasets a config names.
+/// The datasets a config names, as read from disk.
 pub struct LoadedData {
     pub train: Dataset,
     pub test: Option<Dataset>,
     /// For CSV data, the feature and target column names.
     pub columns: Option<(Vec<String>, Vec<String>)>,
+    /// For image data, how inputs become features, without the channel statistics.
+    pub preprocessing: Option<Preprocessing>,
+}
+
+/// The training, validation and test splits, preprocessed and ready to train on.
+pub struct PreparedData {
+    pub train: Dataset,
+    pub validation: Option<Dataset>,
+    pub test: Option<Dataset>,
+    /// For CSV data, the feature and target column names.
+    pub columns: Option<(Vec<String>, Vec<String>)>,
+    /// For image data, how inputs become features, to be stored with the model.
+    pub preprocessing: Option<Preprocessing>,
 }
 
 /// Splits `dataset` into training and validation rows: stratified by class for classifiers,

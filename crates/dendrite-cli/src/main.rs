@@ -5,6 +5,7 @@
 
 mod config;
 mod infer;
+mod preprocess;
 mod train;
 
 use std::path::PathBuf;
@@ -16,13 +17,29 @@ const CONFIG_HELP: &str = "\
 CONFIG KEYS (TOML). Relative paths are resolved against the folder of the config file.
 
 [data]
-  format            \"idx\" (images + labels in the MNIST format, raw or gzip) or \"csv\"
-  validation_split  fraction of the training file held out for validation, in [0, 1);
-                    stratified by class for classifiers (default 0.1 for idx, 0 for csv)
+  format            \"idx\" (images + labels in the MNIST format, raw or gzip), \"image_folder\"
+                    (one subfolder of PNG or JPEG images per class) or \"csv\"
+  validation_split  fraction of the training rows held out for validation, in [0, 1);
+                    stratified by class for classifiers (default 0.1 for idx and
+                    image_folder, 0 for csv)
   For format = \"idx\":
   train_images, train_labels   the training files (the validation split comes from these)
   test_images, test_labels     optional; used once, for the final test figure
   num_classes                  number of classes (default 10)
+  normalize                    standardize pixels with the mean and standard deviation of
+                               the training split (default false)
+  For format = \"image_folder\" (class names are the subfolder names):
+  train             the training folder (the validation split comes from it)
+  test              optional test folder with the same class folders
+  color             \"rgb\" (default) or \"grayscale\"
+  size              [height, width] to resize every image to; without it, all images must
+                    have one size
+  on_bad_file       \"stop\" (default) or \"skip\" an image that cannot be read; skipped and
+                    resized files are counted on standard error
+  normalize         standardize each channel with the mean and standard deviation of the
+                    training split (default true)
+  The color mode, size and channel statistics are stored in model.json, and evaluate and
+  predict apply them to new images.
   For format = \"csv\" (a header row, numeric cells):
   train, test       the training file and an optional test file
   target            the target column name, or a list of names for several outputs
@@ -34,6 +51,10 @@ CONFIG KEYS (TOML). Relative paths are resolved against the folder of the config
                       bias = true }
                     { type = \"activation\", activation = \"tanh\" }
                     { type = \"flatten\" }
+                    { type = \"conv2d\", filters = N, kernel_size = K, stride = 1,
+                      padding = 0, activation = \"relu\" }
+                    { type = \"max_pool2d\", kernel_size = 2 }, { type = \"avg_pool2d\", ... },
+                    { type = \"global_avg_pool2d\" }
                     activations: identity, relu, gelu, sigmoid, tanh, step,
                       { leaky_relu = { slope = 0.01 } }, { elu = { alpha = 1.0 } }
                     inits: glorot_uniform (default), glorot_normal, he_uniform, he_normal,
@@ -56,6 +77,11 @@ CONFIG KEYS (TOML). Relative paths are resolved against the folder of the config
   patience          epochs without a lower validation loss before stopping
   min_delta         smallest decrease that counts as lower (default 0)
   restore_best      put back the best epoch's weights at the end (default true)
+[training.augment]  random changes to training images only, drawn from the seed (all off)
+  crop_padding      zero padding in pixels on each side before a random crop of the
+                    original size
+  horizontal_flip   mirror left to right with probability 1/2
+  max_shift         random translation of up to this many pixels along each axis
 ";
 
 /// Train, evaluate and use neural networks from a TOML config.
@@ -92,8 +118,9 @@ enum Command {
     Evaluate {
         /// The model folder (or its model.json).
         model: PathBuf,
-        /// An IDX image file (labels are found by MNIST naming or given with --labels), or a
-        /// CSV file with the model's feature and target columns.
+        /// An IDX image file (labels are found by MNIST naming or given with --labels), an image
+        /// folder with one subfolder per class, or a CSV file with the model's feature and
+        /// target columns.
         data: PathBuf,
         /// The IDX label file that goes with DATA.
         #[arg(long, value_name = "FILE")]
@@ -103,11 +130,31 @@ enum Command {
     Predict {
         /// The model folder (or its model.json).
         model: PathBuf,
-        /// An IDX image file, or a CSV file with the model's feature columns (in any order).
+        /// An image file (.png, .jpg, .jpeg), a folder of image files, an IDX image file, or a
+        /// CSV file with the model's feature columns (in any order). A folder is searched
+        /// recursively, and its rows are sorted and named by the path relative to it.
         input: PathBuf,
         /// Write the CSV to this file instead of standard output.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+    },
+    /// Write IDX images as PNG files in an image folder: OUT_DIR/<label>/<row>.png.
+    ///
+    /// The result is the layout that `[data] format = "image_folder"` reads, for example from
+    /// the bundled MNIST files.
+    ExportImages {
+        /// The IDX image file (raw or gzip).
+        images: PathBuf,
+        /// The IDX label file that goes with IMAGES.
+        labels: PathBuf,
+        /// The folder to write; class folders are created in it as needed.
+        out_dir: PathBuf,
+        /// Write only the first N images.
+        #[arg(long, value_name = "N")]
+        count: Option<usize>,
+        /// Number of classes; labels must be below it.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        num_classes: usize,
     },
 }
 
@@ -137,6 +184,13 @@ fn main() -> ExitCode {
             labels,
         } => infer::evaluate(&model, &data, labels.as_deref()),
         Command::Predict { model, input, out } => infer::predict(&model, &input, out.as_deref()),
+        Command::ExportImages {
+            images,
+            labels,
+            out_dir,
+            count,
+            num_classes,
+        } => infer::export_images(&images, &labels, &out_dir, count, num_classes),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dendrite::data::Targets;
-use dendrite::model::{self, Columns, Task};
+use dendrite::model::{self, Columns, Preprocessing, Task};
 use dendrite::nn::Sequential;
 use dendrite::train::{self, Callback, EpochRecord, Evaluation};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{Config, LoadedData, split_validation};
+use crate::config::{Config, PreparedData};
 
 /// Runs `dendrite train CONFIG [--out DIR]`.
 pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> {
@@ -21,32 +21,20 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
     let config = Config::load(config_path)?;
 
     // Everything that can fail on bad input is checked before the output folder is touched.
-    let LoadedData {
-        train: full_train,
+    let PreparedData {
+        train: train_set,
+        validation: validation_set,
         test,
         columns,
-    } = config.data.load()?;
-    let (train_set, validation_set) = split_validation(
-        &full_train,
-        config.data.validation_split(),
-        config.training.seed,
-    )?;
-    if let Some(test) = &test
-        && test.feature_shape() != train_set.feature_shape()
-    {
-        anyhow::bail!(
-            "test rows have shape {:?} but training rows have shape {:?}",
-            test.feature_shape(),
-            train_set.feature_shape()
-        );
-    }
+        preprocessing,
+    } = config.data.prepare(config.training.seed)?;
     let mut model = Sequential::new(
         train_set.feature_shape(),
         config.model.layers.clone(),
         config.training.seed,
     )
     .with_context(|| format!("{}: [model]", config_path.display()))?;
-    let task = match &full_train.targets {
+    let task = match &train_set.targets {
         Targets::Classes { class_names, .. } => Task::Classification {
             class_names: class_names.clone(),
         },
@@ -58,8 +46,6 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         },
     };
     let columns = columns.map(|(features, targets)| Columns { features, targets });
-    // The split copied the rows; the full training set is no longer needed.
-    drop(full_train);
 
     let out_dir = out.unwrap_or_else(|| {
         let stem = config_path
@@ -86,6 +72,7 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         loss: config.training.loss,
         task: &task,
         columns: &columns,
+        preprocessing: &preprocessing,
         epochs: config.training.epochs,
     };
     let fitted = train::fit(
@@ -102,12 +89,13 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         Ok(history) => history,
         Err(error @ dendrite::Error::NonFinite { .. }) => {
             // `fit` has put back the last finite weights; keep them on disk.
-            model::save(
+            model::save_with_preprocessing(
                 &out_dir,
                 &model,
                 config.training.loss,
                 task.clone(),
                 columns.clone(),
+                preprocessing.clone(),
             )?;
             return Err(anyhow::Error::new(error).context(format!(
                 "training stopped; the last good model is in {}",
@@ -141,7 +129,14 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         summary.insert("test", test_eval.to_map());
     }
 
-    model::save(&out_dir, &model, config.training.loss, task, columns)?;
+    model::save_with_preprocessing(
+        &out_dir,
+        &model,
+        config.training.loss,
+        task,
+        columns,
+        preprocessing,
+    )?;
     let mut json = serde_json::to_vec_pretty(&summary)?;
     json.push(b'\n');
     model::write_atomic(&out_dir.join("summary.json"), &json)?;
@@ -182,6 +177,7 @@ struct Progress<'a> {
     loss: dendrite::nn::Loss,
     task: &'a Task,
     columns: &'a Option<Columns>,
+    preprocessing: &'a Option<Preprocessing>,
     epochs: usize,
 }
 
@@ -257,12 +253,13 @@ impl Callback for Progress<'_> {
         // The model on disk follows training at most every few seconds; the final model is
         // written after training either way.
         if self.last_save.elapsed() >= SAVE_INTERVAL {
-            model::save(
+            model::save_with_preprocessing(
                 self.out_dir,
                 model,
                 self.loss,
                 self.task.clone(),
                 self.columns.clone(),
+                self.preprocessing.clone(),
             )?;
             self.last_save = Instant::now();
         }

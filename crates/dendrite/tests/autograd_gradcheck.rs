@@ -264,3 +264,76 @@ fn pool_gradients() {
         g.global_avg_pool2d(v[0])
     });
 }
+
+/// Running statistics for a training pass, which does not read them.
+fn batch_norm_state(running: &[f32]) -> dendrite::autograd::BatchNormState<'_> {
+    dendrite::autograd::BatchNormState {
+        running_mean: running,
+        running_var: running,
+        epsilon: 1e-5,
+        key: 0,
+    }
+}
+
+#[test]
+fn batch_norm_gradients() {
+    let ones = [1.0; 3];
+    check("batch_norm1d", &[&[4, 3], &[3], &[3]], |g, v| {
+        g.batch_norm1d(v[0], v[1], v[2], batch_norm_state(&ones))
+    });
+    check("batch_norm2d", &[&[3, 3, 2, 3], &[3], &[3]], |g, v| {
+        g.batch_norm2d(v[0], v[1], v[2], batch_norm_state(&ones))
+    });
+    check(
+        "batch_norm2d with one position per image",
+        &[&[3, 2, 1, 1], &[2], &[2]],
+        |g, v| g.batch_norm2d(v[0], v[1], v[2], batch_norm_state(&ones[..2])),
+    );
+    check(
+        "batch_norm1d input used twice",
+        &[&[5, 2], &[2], &[2]],
+        |g, v| {
+            let y = g.batch_norm1d(v[0], v[1], v[2], batch_norm_state(&ones[..2]));
+            g.add(y, v[0])
+        },
+    );
+}
+
+#[test]
+fn batch_norm_evaluation_gradients() {
+    // In evaluation the statistics are constants, so the rule is the elementwise one.
+    let mut params = Parameters::new();
+    let mut rng = Rng::new(3);
+    let x = params.push("x", random_tensor(&[3, 2], &mut rng));
+    let w = params.push("w", Tensor::from_vec(&[2], vec![2.0, -1.0]));
+    let b = params.push("b", Tensor::from_vec(&[2], vec![0.5, 0.0]));
+    let (mean, var) = ([0.5, -1.0], [4.0, 0.25]);
+    let mut workspace = Workspace::new();
+    let mut graph = Graph::new(&params, &mut workspace, false);
+    let (xv, wv, bv) = (graph.param(x), graph.param(w), graph.param(b));
+    let state = dendrite::autograd::BatchNormState {
+        running_mean: &mean,
+        running_var: &var,
+        epsilon: 0.0,
+        key: 0,
+    };
+    let y = graph.batch_norm1d(xv, wv, bv, state);
+    let zeros = graph.input(&Tensor::zeros(&[3, 2]));
+    let loss = graph.mse(y, zeros);
+    let output = graph.value(y).to_vec();
+    graph.backward(loss);
+    // loss = mean(y^2) over 6 values, so dloss/dy = y / 3.
+    let xs = params.get(x).data();
+    for i in 0..6 {
+        let c = i % 2;
+        let gamma = [2.0, -1.0][c];
+        let inv_std = 1.0 / var[c].sqrt();
+        let expected_dx = output[i] / 3.0 * gamma * inv_std;
+        assert!(
+            (workspace.gradient(x)[i] - expected_dx).abs() < 1e-5,
+            "dx[{i}]"
+        );
+        let expected_y = gamma * (xs[i] - mean[c]) * inv_std + [0.5, 0.0][c];
+        assert!((output[i] - expected_y).abs() < 1e-5, "y[{i}]");
+    }
+}

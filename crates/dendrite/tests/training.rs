@@ -67,6 +67,7 @@ fn config(epochs: usize, learning_rate: f32) -> TrainConfig {
         shuffle: true,
         schedule: Schedule::Constant,
         early_stopping: None,
+        augment: dendrite::data::Augment::default(),
     }
 }
 

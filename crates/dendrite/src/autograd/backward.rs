@@ -1,6 +1,7 @@
 //! Backward rules: one match arm per recorded operation.
 
 use super::conv::{self, ConvGeometry, PoolGeometry};
+use super::norm;
 use super::ops::sigmoid;
 use super::{Activation, Graph, Node, Op, Var, take_from_pool};
 use crate::autograd::Parameters;
@@ -407,6 +408,35 @@ fn backward_node(node: &Node, labels: &[usize], sink: &mut Sink<'_>) {
             let plane = dims[2] * dims[3];
             let scale = 1.0 / plane as f32;
             sink.write_each(x, |i| g[i / plane] * scale);
+        }
+
+        Op::BatchNorm {
+            x,
+            weight,
+            bias,
+            training,
+        } => {
+            let dims = sink.lower[x.0].shape.dims();
+            let plane: usize = dims[2..].iter().product();
+            let dims = (dims[0], dims[1], plane);
+            let mut dx = sink.take(x);
+            let mut dgamma = sink.take(weight);
+            let mut dbeta = sink.take(bias);
+            norm::batch_norm_backward(
+                g,
+                &node.aux,
+                values_of(sink.lower, sink.params, weight),
+                dims,
+                training,
+                as_grad(&mut dx),
+                as_grad(&mut dgamma),
+                as_grad(&mut dbeta),
+            );
+            for (var, buffer) in [(x, dx), (weight, dgamma), (bias, dbeta)] {
+                if let Some((buffer, _)) = buffer {
+                    sink.put(var, buffer);
+                }
+            }
         }
     }
 }

@@ -717,6 +717,10 @@ impl Graph<'_> {
         let mut out = self.ws.take_buffer(shape.numel());
         let mut argmax = self.ws.take_buffer(shape.numel());
         let (plane_in, plane_out) = (geo.height * geo.width, geo.out_height * geo.out_width);
+        // The clipped column ranges are the same for every row and plane, so they are
+        // computed once.
+        let columns: Vec<std::ops::Range<usize>> =
+            (0..geo.out_width).map(|ow| geo.window(0, ow).1).collect();
         for ((plane, out_plane), index_plane) in self
             .value(x)
             .chunks_exact(plane_in)
@@ -724,21 +728,26 @@ impl Graph<'_> {
             .zip(argmax.chunks_exact_mut(plane_out))
         {
             for oh in 0..geo.out_height {
-                for ow in 0..geo.out_width {
-                    let (rows, cols) = geo.window(oh, ow);
+                let rows = geo.window(oh, 0).0;
+                let out_row = &mut out_plane[oh * geo.out_width..(oh + 1) * geo.out_width];
+                let index_row = &mut index_plane[oh * geo.out_width..(oh + 1) * geo.out_width];
+                for ((best_out, index_out), cols) in
+                    out_row.iter_mut().zip(index_row.iter_mut()).zip(&columns)
+                {
                     let mut best = f32::NEG_INFINITY;
                     let mut best_index = rows.start * geo.width + cols.start;
-                    for ih in rows {
+                    for ih in rows.clone() {
+                        let line = &plane[ih * geo.width..(ih + 1) * geo.width];
                         for iw in cols.clone() {
-                            let v = plane[ih * geo.width + iw];
+                            let v = line[iw];
                             if v > best || v.is_nan() {
                                 best = v;
                                 best_index = ih * geo.width + iw;
                             }
                         }
                     }
-                    out_plane[oh * geo.out_width + ow] = best;
-                    index_plane[oh * geo.out_width + ow] = best_index as f32;
+                    *best_out = best;
+                    *index_out = best_index as f32;
                 }
             }
         }

@@ -27,10 +27,12 @@
 
 mod backward;
 mod conv;
+mod norm;
 mod ops;
 mod params;
 
 pub use conv::Conv2dParams;
+pub use norm::{BatchNormState, BatchStatistics};
 pub use ops::Activation;
 pub use params::{ParamId, Parameters};
 
@@ -135,6 +137,16 @@ pub(crate) enum Op {
     },
     /// The mean of each channel of `[n, c, h, w]` over its positions, giving `[n, c]`.
     GlobalAvgPool2d(Var),
+    /// Batch normalization of `x: [n, c, ...]` over every dimension but 1, with
+    /// `weight: [c]` and `bias: [c]`. The node's auxiliary buffer keeps the normalized input
+    /// followed by `1 / sqrt(var + epsilon)` of each channel. `training` tells whether the
+    /// batch statistics (which depend on `x`) or constant running statistics were used.
+    BatchNorm {
+        x: Var,
+        weight: Var,
+        bias: Var,
+        training: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -159,6 +171,8 @@ pub struct Workspace {
     labels: Vec<usize>,
     param_grads: Vec<Vec<f32>>,
     param_grad_written: Vec<bool>,
+    /// The batch statistics recorded by batch normalizations in the last training pass.
+    batch_stats: Vec<norm::BatchStatistics>,
     /// The generator behind dropout masks; it carries over from step to step.
     rng: Rng,
 }
@@ -202,7 +216,7 @@ impl Workspace {
             .sum();
         let pool: usize = self.pool.iter().map(Vec::capacity).sum();
         let grads: usize = self.param_grads.iter().map(Vec::capacity).sum();
-        nodes + pool + grads
+        nodes + pool + grads + self.batch_statistics_capacity()
     }
 
     /// Takes a buffer of `len` values with unspecified contents, reusing a returned one when
@@ -221,6 +235,7 @@ impl Workspace {
             }
         }
         self.labels.clear();
+        self.recycle_batch_statistics();
     }
 }
 
@@ -232,6 +247,7 @@ impl Default for Workspace {
             labels: Vec::new(),
             param_grads: Vec::new(),
             param_grad_written: Vec::new(),
+            batch_stats: Vec::new(),
             rng: Rng::new(0),
         }
     }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use image::imageops::{self, FilterType};
 use image::{DynamicImage, ImageBuffer, ImageError, ImageFormat, ImageReader, Luma};
 use rayon::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Dataset, Targets};
 use crate::error::{Error, Result};
@@ -24,7 +24,7 @@ use crate::tensor::Tensor;
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 /// The channels that loaded images are converted to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ColorMode {
     /// One channel. Color images are converted with the `image` crate's luma conversion, in
@@ -213,6 +213,47 @@ pub fn load_image_folder(
         skipped,
         resized,
     })
+}
+
+/// Loads one image file as [`load_image_folder`] loads each file of a folder: converted to
+/// `color` and, if `size` is given and differs from the file's size, resized to it with the
+/// same filter.
+///
+/// Returns the features of shape `[channels, height, width]` with values in `[0, 1]`, and the
+/// size of the file as `(height, width)` before any resizing.
+///
+/// # Errors
+///
+/// Returns [`Error::Io`] if the file cannot be opened, [`Error::InvalidData`] naming the file
+/// if it cannot be decoded, and [`Error::InvalidConfig`] if a side of `size` is 0 or above
+/// `u32::MAX`.
+pub fn load_image_file(
+    path: impl AsRef<Path>,
+    color: ColorMode,
+    size: Option<(usize, usize)>,
+) -> Result<(Tensor, (usize, usize))> {
+    if let Some(size) = size {
+        check_size(size)?;
+    }
+    let config = ImageFolderConfig {
+        color,
+        size,
+        on_bad_file: BadFilePolicy::Stop,
+    };
+    let image = decode_image(path.as_ref(), &config)?;
+    let original_size = (image.height, image.width);
+    let channels = color.channels();
+
+    let (height, width, pixels) = match size {
+        Some(target) if target != original_size => {
+            (target.0, target.1, resize_pixels(&image, channels, target))
+        }
+        _ => (image.height, image.width, image.pixels),
+    };
+    Ok((
+        Tensor::from_vec(&[channels, height, width], pixels),
+        original_size,
+    ))
 }
 
 fn check_size((height, width): (usize, usize)) -> Result<()> {

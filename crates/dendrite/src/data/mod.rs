@@ -23,8 +23,8 @@ pub use idx::{
     write_idx_labels,
 };
 pub use image_folder::{
-    BadFilePolicy, ColorMode, ImageFolder, ImageFolderConfig, ResizedImage, load_image_folder,
-    write_png_folder,
+    BadFilePolicy, ColorMode, ImageFolder, ImageFolderConfig, ResizedImage, load_image_file,
+    load_image_folder, write_png_folder,
 };
 pub use normalize::{ChannelStats, MIN_CHANNEL_STD};
 pub use split::{random_split, stratified_split};

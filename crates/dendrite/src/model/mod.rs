@@ -1,7 +1,8 @@
 //! Saving and loading trained models.
 //!
-//! A model directory contains `model.safetensors` (the weights, named like `layers.0.weight`)
-//! and `model.json` (the architecture, the loss, the class names and the format version).
+//! A model directory contains `model.safetensors` (the weights, named like `layers.0.weight`,
+//! and the buffers, named like `layers.1.running_mean`) and `model.json` (the architecture,
+//! the loss, the class names and the format version).
 //! Both files are written to a temporary file in the same directory, flushed to disk and then
 //! renamed over the old file, so a crash or a full disk never leaves a half-written model.
 
@@ -13,6 +14,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::autograd::Parameters;
+use crate::data::{ChannelStats, ColorMode};
 use crate::error::{Error, Result};
 use crate::nn::{LayerSpec, Loss, Sequential};
 use crate::tensor::Tensor;
@@ -56,6 +58,36 @@ pub struct ModelMeta {
     /// and of the targets, so that prediction can find them by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub columns: Option<Columns>,
+    /// For models trained on images, how inputs were turned into features, so that
+    /// evaluation and prediction prepare new inputs the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<Preprocessing>,
+}
+
+/// The preprocessing of image inputs: color conversion, resizing and standardization.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocessing {
+    /// The kind of training data.
+    pub input: InputKind,
+    /// The channels images are converted to; `None` for IDX data, which is grayscale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<ColorMode>,
+    /// The `(height, width)` images are resized to; `None` if they were used at their size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<(usize, usize)>,
+    /// The per-channel statistics computed on the training rows, if inputs are standardized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalization: Option<ChannelStats>,
+}
+
+/// The kind of image data a model was trained on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// IDX image files (the MNIST format).
+    Idx,
+    /// A folder with one subfolder of images per class.
+    ImageFolder,
 }
 
 /// Column names of a CSV-trained model.
@@ -95,17 +127,30 @@ pub fn save(
     task: Task,
     columns: Option<Columns>,
 ) -> Result<()> {
+    save_with_preprocessing(dir, model, loss, task, columns, None)
+}
+
+/// Writes `model` and its metadata into `dir` like [`save`], with the preprocessing of its
+/// inputs.
+///
+/// # Errors
+///
+/// As [`save`].
+pub fn save_with_preprocessing(
+    dir: &Path,
+    model: &Sequential,
+    loss: Loss,
+    task: Task,
+    columns: Option<Columns>,
+    preprocessing: Option<Preprocessing>,
+) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
 
-    let bytes: Vec<Vec<u8>> = model
-        .params()
-        .values()
-        .iter()
-        .map(|t| t.data().iter().flat_map(|v| v.to_le_bytes()).collect())
+    let tensors = || model.params().iter().chain(model.buffers().iter());
+    let bytes: Vec<Vec<u8>> = tensors()
+        .map(|(_, t)| t.data().iter().flat_map(|v| v.to_le_bytes()).collect())
         .collect();
-    let views = model
-        .params()
-        .iter()
+    let views = tensors()
         .zip(&bytes)
         .map(|((name, tensor), bytes)| {
             let view = TensorView::new(Dtype::F32, tensor.shape().to_vec(), bytes)
@@ -126,6 +171,7 @@ pub fn save(
         loss,
         task,
         columns,
+        preprocessing,
     };
     let mut json = serde_json::to_vec_pretty(&meta).expect("model metadata serializes");
     json.push(b'\n');

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::autograd::{Activation, Conv2dParams, Graph, ParamId, Parameters, Var, Workspace};
+use crate::autograd::{
+    Activation, BatchNormState, BatchStatistics, Conv2dParams, Graph, ParamId, Parameters, Var,
+    Workspace,
+};
 use crate::error::{Error, Result};
 use crate::nn::Init;
 use crate::rng::Rng;
@@ -75,6 +78,28 @@ pub enum LayerSpec {
     /// The mean of each channel over its positions: `[channels, height, width]` becomes
     /// `[channels]`.
     GlobalAvgPool2d,
+    /// Batch normalization of `[channels]` input, as PyTorch's `BatchNorm1d`. See
+    /// [`LayerSpec::BatchNorm2d`] for the rule.
+    BatchNorm1d {
+        #[serde(default = "default_momentum")]
+        momentum: f32,
+        #[serde(default = "default_epsilon")]
+        epsilon: f32,
+    },
+    /// Batch normalization of `[channels, height, width]` input (a `[height, width]` input is
+    /// one channel and gives `[1, height, width]`), as PyTorch's `BatchNorm2d`:
+    /// `y = weight * (x - mean) / sqrt(var + epsilon) + bias` per channel, with `weight`
+    /// starting at 1 and `bias` at 0. Training uses the batch mean and biased variance over
+    /// the batch and positions, then moves the buffers `running_mean` and `running_var` (from
+    /// 0 and 1) towards the batch mean and unbiased variance:
+    /// `running = (1 - momentum) * running + momentum * batch`. Evaluation uses the running
+    /// statistics.
+    BatchNorm2d {
+        #[serde(default = "default_momentum")]
+        momentum: f32,
+        #[serde(default = "default_epsilon")]
+        epsilon: f32,
+    },
 }
 
 fn default_bias() -> bool {
@@ -83,6 +108,27 @@ fn default_bias() -> bool {
 
 fn default_one() -> usize {
     1
+}
+
+fn default_momentum() -> f32 {
+    0.1
+}
+
+fn default_epsilon() -> f32 {
+    1e-5
+}
+
+/// How [`Sequential::new`] fills a new parameter.
+#[derive(Debug, Clone, Copy)]
+enum Initial {
+    /// Drawn from `init` with the given fan-in and fan-out.
+    Random {
+        init: Init,
+        fan_in: usize,
+        fan_out: usize,
+    },
+    /// Every value the same.
+    Constant(f32),
 }
 
 /// Pooling kinds that share one set of checks.
@@ -120,6 +166,16 @@ enum Layer {
     GlobalAvgPool2d {
         input: [usize; 3],
     },
+    /// Batch normalization; `input` is `None` for 1-D input.
+    BatchNorm {
+        weight: ParamId,
+        bias: ParamId,
+        running_mean: ParamId,
+        running_var: ParamId,
+        momentum: f32,
+        epsilon: f32,
+        input: Option<[usize; 3]>,
+    },
 }
 
 /// One row of [`Sequential::summary`].
@@ -131,12 +187,16 @@ pub struct LayerSummary {
     pub output_shape: Vec<usize>,
     /// The number of trainable values.
     pub parameters: usize,
+    /// The number of values in buffers, which are saved with the model but not trained
+    /// (the running statistics of batch normalization).
+    pub buffers: usize,
 }
 
 /// A feed-forward model: layers applied one after the other.
 ///
 /// Parameters are named after the layer's position, as PyTorch's `nn.Sequential` names
-/// them: `layers.0.weight`, `layers.0.bias`, `layers.2.weight`, ...
+/// them: `layers.0.weight`, `layers.0.bias`, `layers.2.weight`, ... Buffers, the values a
+/// model saves but does not train, are named the same way: `layers.1.running_mean`.
 #[derive(Debug, Clone)]
 pub struct Sequential {
     input_shape: Vec<usize>,
@@ -144,6 +204,7 @@ pub struct Sequential {
     layers: Vec<Layer>,
     output_shapes: Vec<Vec<usize>>,
     params: Parameters,
+    buffers: Parameters,
 }
 
 impl Sequential {
@@ -154,48 +215,68 @@ impl Sequential {
     ///
     /// Returns [`Error::InvalidConfig`], naming the layer index, for an empty input shape, a
     /// model with no layers, a layer with 0 units or filters, a 2-D layer whose input is not
-    /// `[channels, height, width]` or `[height, width]`, groups that do not divide the
-    /// channels, or a kernel larger than its padded input.
+    /// `[channels, height, width]` or `[height, width]`, a batch normalization 1-D layer
+    /// whose input is not `[channels]`, a momentum outside `[0, 1]` or an epsilon that is not
+    /// positive, groups that do not divide the channels, or a kernel larger than its padded
+    /// input.
     pub fn new(input_shape: &[usize], specs: Vec<LayerSpec>, seed: u64) -> Result<Self> {
         let mut rng = Rng::new(seed);
-        Self::build(input_shape, specs, |_, shape, init, fan_in, fan_out| {
-            Ok(init.tensor(shape, fan_in, fan_out, &mut rng))
-        })
+        Self::build(
+            input_shape,
+            specs,
+            |_, shape, initial| {
+                Ok(match initial {
+                    Initial::Random {
+                        init,
+                        fan_in,
+                        fan_out,
+                    } => init.tensor(shape, fan_in, fan_out, &mut rng),
+                    Initial::Constant(value) => Tensor::full(shape, value),
+                })
+            },
+            |_, shape, value| Ok(Tensor::full(shape, value)),
+        )
     }
 
-    /// Builds a model from saved parameters. Every parameter the layers need must be present
-    /// with the right shape, and no other may be.
+    /// Builds a model from saved tensors: its parameters and its buffers in one set, as
+    /// [`crate::model::load`] reads them. Every tensor the layers need must be present with
+    /// the right shape, and no other may be.
     ///
     /// # Errors
     ///
     /// Returns [`Error::InvalidConfig`] for an invalid layer list and [`Error::Shape`] for a
-    /// missing, extra or wrongly shaped parameter.
+    /// missing, extra or wrongly shaped parameter or buffer.
     pub fn from_parameters(
         input_shape: &[usize],
         specs: Vec<LayerSpec>,
         saved: &Parameters,
     ) -> Result<Self> {
-        let model = Self::build(input_shape, specs, |name, shape, _, _, _| {
+        let lookup = |kind: &str, name: &str, shape: &[usize]| {
             let id = saved.find(name).ok_or_else(|| Error::Shape {
                 op: "load",
-                message: format!("parameter {name} is missing"),
+                message: format!("{kind} {name} is missing"),
             })?;
             let tensor = saved.get(id);
             if tensor.shape() != shape {
                 return Err(Error::Shape {
                     op: "load",
                     message: format!(
-                        "parameter {name} has shape {:?}, the layer needs {shape:?}",
+                        "{kind} {name} has shape {:?}, the layer needs {shape:?}",
                         tensor.shape()
                     ),
                 });
             }
             Ok(tensor.clone())
-        })?;
-        if let Some((extra, _)) = saved
-            .iter()
-            .find(|(name, _)| model.params.find(name).is_none())
-        {
+        };
+        let model = Self::build(
+            input_shape,
+            specs,
+            |name, shape, _| lookup("parameter", name, shape),
+            |name, shape, _| lookup("buffer", name, shape),
+        )?;
+        if let Some((extra, _)) = saved.iter().find(|(name, _)| {
+            model.params.find(name).is_none() && model.buffers.find(name).is_none()
+        }) {
             return Err(Error::Shape {
                 op: "load",
                 message: format!("parameter {extra} does not belong to any layer"),
@@ -204,10 +285,13 @@ impl Sequential {
         Ok(model)
     }
 
+    /// Builds the layers, taking each parameter from `make` and each buffer from
+    /// `make_buffer`, which get the tensor's name, its shape and how a new one is filled.
     fn build(
         input_shape: &[usize],
         specs: Vec<LayerSpec>,
-        mut make: impl FnMut(&str, &[usize], Init, usize, usize) -> Result<Tensor>,
+        mut make: impl FnMut(&str, &[usize], Initial) -> Result<Tensor>,
+        mut make_buffer: impl FnMut(&str, &[usize], f32) -> Result<Tensor>,
     ) -> Result<Self> {
         if input_shape.is_empty() || input_shape.contains(&0) {
             return Err(Error::InvalidConfig(format!(
@@ -221,6 +305,7 @@ impl Sequential {
         }
 
         let mut params = Parameters::new();
+        let mut buffers = Parameters::new();
         let mut layers = Vec::with_capacity(specs.len());
         let mut output_shapes = Vec::with_capacity(specs.len());
         let mut shape = input_shape.to_vec();
@@ -239,11 +324,16 @@ impl Sequential {
                     }
                     let inputs: usize = shape.iter().product();
                     let name = format!("layers.{index}.weight");
-                    let weight = make(&name, &[units, inputs], init, inputs, units)?;
+                    let initial = Initial::Random {
+                        init,
+                        fan_in: inputs,
+                        fan_out: units,
+                    };
+                    let weight = make(&name, &[units, inputs], initial)?;
                     let weight = params.push(name, weight);
                     let bias = if bias {
                         let name = format!("layers.{index}.bias");
-                        let value = make(&name, &[units], Init::Zeros, inputs, units)?;
+                        let value = make(&name, &[units], Initial::Constant(0.0))?;
                         Some(params.push(name, value))
                     } else {
                         None
@@ -293,11 +383,16 @@ impl Sequential {
                     let fan_out = filters * kernel_size * kernel_size / groups;
                     let name = format!("layers.{index}.weight");
                     let weight_shape = [filters, group_inputs, kernel_size, kernel_size];
-                    let weight = make(&name, &weight_shape, init, fan_in, fan_out)?;
+                    let initial = Initial::Random {
+                        init,
+                        fan_in,
+                        fan_out,
+                    };
+                    let weight = make(&name, &weight_shape, initial)?;
                     let weight = params.push(name, weight);
                     let bias = if bias {
                         let name = format!("layers.{index}.bias");
-                        let value = make(&name, &[filters], Init::Zeros, fan_in, fan_out)?;
+                        let value = make(&name, &[filters], Initial::Constant(0.0))?;
                         Some(params.push(name, value))
                     } else {
                         None
@@ -348,6 +443,50 @@ impl Sequential {
                     shape = vec![input[0]];
                     Layer::GlobalAvgPool2d { input }
                 }
+                LayerSpec::BatchNorm1d { momentum, epsilon }
+                | LayerSpec::BatchNorm2d { momentum, epsilon } => {
+                    let images = matches!(spec, LayerSpec::BatchNorm2d { .. });
+                    let kind = if images {
+                        "batch_norm2d"
+                    } else {
+                        "batch_norm1d"
+                    };
+                    let input = if images {
+                        Some(image_shape(index, kind, &shape)?)
+                    } else if shape.len() == 1 {
+                        None
+                    } else {
+                        return Err(Error::InvalidConfig(format!(
+                            "layer {index} (batch_norm1d) needs input of shape [channels], got \
+                             {shape:?}; use batch_norm2d for images or add a flatten layer first"
+                        )));
+                    };
+                    check_batch_norm(index, kind, momentum, epsilon)?;
+                    let channels = input.map_or(shape[0], |input| input[0]);
+                    let mut add = |name: &str, value: f32, trainable: bool| -> Result<ParamId> {
+                        let name = format!("layers.{index}.{name}");
+                        Ok(if trainable {
+                            let tensor = make(&name, &[channels], Initial::Constant(value))?;
+                            params.push(name, tensor)
+                        } else {
+                            let tensor = make_buffer(&name, &[channels], value)?;
+                            buffers.push(name, tensor)
+                        })
+                    };
+                    let layer = Layer::BatchNorm {
+                        weight: add("weight", 1.0, true)?,
+                        bias: add("bias", 0.0, true)?,
+                        running_mean: add("running_mean", 0.0, false)?,
+                        running_var: add("running_var", 1.0, false)?,
+                        momentum,
+                        epsilon,
+                        input,
+                    };
+                    if let Some(input) = input {
+                        shape = input.to_vec();
+                    }
+                    layer
+                }
             };
             layers.push(layer);
             output_shapes.push(shape.clone());
@@ -359,6 +498,7 @@ impl Sequential {
             layers,
             output_shapes,
             params,
+            buffers,
         })
     }
 
@@ -389,6 +529,72 @@ impl Sequential {
         &mut self.params
     }
 
+    /// The buffers: values that are saved with the model but not trained, namely the running
+    /// mean and variance of each batch normalization layer.
+    pub fn buffers(&self) -> &Parameters {
+        &self.buffers
+    }
+
+    /// The buffers, mutable.
+    pub fn buffers_mut(&mut self) -> &mut Parameters {
+        &mut self.buffers
+    }
+
+    /// Moves the running statistics of each batch normalization layer towards the statistics
+    /// of one training step, recorded by [`Sequential::forward`] in training passes. `shards`
+    /// contains the [`crate::autograd::Workspace::batch_statistics`] of every workspace that
+    /// took part in the step, each over its own rows.
+    ///
+    /// The shards' statistics are combined exactly into those of all rows together: the mean
+    /// is the count-weighted mean of the shard means, and the unbiased variance is
+    /// `(sum_k n_k * (var_k + (mean_k - mean)^2)) / (n - 1)`. Each running statistic then
+    /// becomes `(1 - momentum) * running + momentum * batch`, as in PyTorch. A layer missing
+    /// from every shard keeps its statistics. When all shards together have one value per
+    /// channel, the unbiased variance is undefined and `running_var` is left unchanged.
+    pub fn update_running_stats(&mut self, shards: &[&[BatchStatistics]]) {
+        for (index, layer) in self.layers.iter().enumerate() {
+            let Layer::BatchNorm {
+                running_mean,
+                running_var,
+                momentum,
+                ..
+            } = *layer
+            else {
+                continue;
+            };
+            let records = || {
+                shards
+                    .iter()
+                    .flat_map(|stats| stats.iter())
+                    .filter(move |s| s.key() == index && s.count() > 0)
+            };
+            let total: usize = records().map(BatchStatistics::count).sum();
+            if total == 0 {
+                continue;
+            }
+            let channels = self.buffers.get(running_mean).numel();
+            for c in 0..channels {
+                let mean = records()
+                    .map(|s| s.count() as f64 * s.mean()[c] as f64)
+                    .sum::<f64>()
+                    / total as f64;
+                let squares: f64 = records()
+                    .map(|s| {
+                        let shift = s.mean()[c] as f64 - mean;
+                        s.count() as f64 * (s.variance()[c] as f64 + shift * shift)
+                    })
+                    .sum();
+                let running = &mut self.buffers.get_mut(running_mean).data_mut()[c];
+                *running = (1.0 - momentum) * *running + momentum * mean as f32;
+                if total > 1 {
+                    let unbiased = (squares / (total - 1) as f64) as f32;
+                    let running = &mut self.buffers.get_mut(running_var).data_mut()[c];
+                    *running = (1.0 - momentum) * *running + momentum * unbiased;
+                }
+            }
+        }
+    }
+
     /// Records the forward pass of a batch `x: [batch, input_shape...]` on `graph` and returns
     /// the output `[batch, output_shape...]`.
     ///
@@ -404,7 +610,7 @@ impl Sequential {
             self.input_shape
         );
         let mut x = x;
-        for (layer, shape) in self.layers.iter().zip(&self.output_shapes) {
+        for (index, (layer, shape)) in self.layers.iter().zip(&self.output_shapes).enumerate() {
             x = match *layer {
                 Layer::Dense {
                     weight,
@@ -462,6 +668,38 @@ impl Sequential {
                     let x = to_images(graph, x, batch, input);
                     graph.global_avg_pool2d(x)
                 }
+                Layer::BatchNorm {
+                    weight,
+                    bias,
+                    running_mean,
+                    running_var,
+                    epsilon,
+                    input,
+                    ..
+                } => {
+                    let w = graph.param(weight);
+                    let b = graph.param(bias);
+                    let state = BatchNormState {
+                        running_mean: self.buffers.get(running_mean).data(),
+                        running_var: self.buffers.get(running_var).data(),
+                        epsilon,
+                        key: index,
+                    };
+                    match input {
+                        Some(input) => {
+                            let x = to_images(graph, x, batch, input);
+                            graph.batch_norm2d(x, w, b, state)
+                        }
+                        None => {
+                            let x = if graph.shape(x).len() == 2 {
+                                x
+                            } else {
+                                graph.reshape(x, &[batch, shape[0]])
+                            };
+                            graph.batch_norm1d(x, w, b, state)
+                        }
+                    }
+                }
             };
         }
         x
@@ -512,18 +750,21 @@ impl Sequential {
                     LayerSpec::MaxPool2d { .. } => "max_pool2d",
                     LayerSpec::AvgPool2d { .. } => "avg_pool2d",
                     LayerSpec::GlobalAvgPool2d => "global_avg_pool2d",
+                    LayerSpec::BatchNorm1d { .. } => "batch_norm1d",
+                    LayerSpec::BatchNorm2d { .. } => "batch_norm2d",
                 };
                 let prefix = format!("layers.{index}.");
-                let parameters = self
-                    .params
-                    .iter()
-                    .filter(|(name, _)| name.starts_with(&prefix))
-                    .map(|(_, t)| t.numel())
-                    .sum();
+                let count = |set: &Parameters| {
+                    set.iter()
+                        .filter(|(name, _)| name.starts_with(&prefix))
+                        .map(|(_, t)| t.numel())
+                        .sum()
+                };
                 LayerSummary {
                     name: format!("layers.{index} ({kind})"),
                     output_shape: self.output_shapes[index].clone(),
-                    parameters,
+                    parameters: count(&self.params),
+                    buffers: count(&self.buffers),
                 }
             })
             .collect()
@@ -541,6 +782,23 @@ fn image_shape(index: usize, kind: &str, shape: &[usize]) -> Result<[usize; 3]> 
              [height, width], got {shape:?}"
         ))),
     }
+}
+
+/// Checks the momentum and epsilon of the batch normalization at `index`.
+fn check_batch_norm(index: usize, kind: &str, momentum: f32, epsilon: f32) -> Result<()> {
+    if !(0.0..=1.0).contains(&momentum) {
+        return Err(Error::InvalidConfig(format!(
+            "layer {index} ({kind}) has momentum = {momentum}; use a value in [0, 1] (PyTorch's \
+             default is 0.1)"
+        )));
+    }
+    if !(epsilon > 0.0 && epsilon.is_finite()) {
+        return Err(Error::InvalidConfig(format!(
+            "layer {index} ({kind}) has epsilon = {epsilon}; use a small positive value such \
+             as 1e-5"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks the settings of the convolution at `index` and returns its output height and width.

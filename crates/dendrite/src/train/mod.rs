@@ -10,8 +10,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::autograd::Parameters;
-use crate::data::{Batches, Dataset, Targets};
+use crate::data::{Augment, Batches, Dataset, Targets};
 use crate::error::{Error, Result};
 use crate::nn::{Loss, Sequential};
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
@@ -43,6 +42,10 @@ pub struct TrainConfig {
     /// Stop when the validation loss has not improved for a number of epochs.
     #[serde(default)]
     pub early_stopping: Option<EarlyStopping>,
+    /// Random changes to each training image (all off by default). Validation and
+    /// evaluation never augment.
+    #[serde(default)]
+    pub augment: Augment,
 }
 
 fn default_schedule() -> Schedule {
@@ -52,6 +55,7 @@ fn default_schedule() -> Schedule {
 /// Random streams of a training run, see [`Rng::for_stream`].
 const SHUFFLE_STREAM: u64 = 1;
 const DROPOUT_STREAM: u64 = 2;
+const AUGMENT_STREAM: u64 = 3;
 
 fn default_true() -> bool {
     true
@@ -218,9 +222,16 @@ pub fn fit(
         dropout_seed,
         train.feature_shape(),
     );
+    if !config.augment.is_identity() {
+        let image_shape = augment_shape(train.feature_shape())?;
+        let augment_seed = Rng::for_stream(config.seed, AUGMENT_STREAM).next_u64();
+        runner.set_augment(config.augment.clone(), image_shape, augment_seed);
+    }
 
-    let mut last_good: Parameters = model.params().clone();
-    let mut best: Option<(f64, Parameters)> = None;
+    // Snapshots keep the whole model, so that the running statistics of batch normalization
+    // are put back together with the weights.
+    let mut last_good: Sequential = model.clone();
+    let mut best: Option<(f64, Sequential)> = None;
     let mut epochs_without_improvement = 0;
 
     for epoch in 1..=config.epochs {
@@ -250,7 +261,7 @@ pub fn fit(
                     Some(id) => format!("gradient of {}", model.params().name(id)),
                     None => format!("training loss ({loss})"),
                 };
-                *model.params_mut() = last_good;
+                *model = last_good;
                 return Err(Error::NonFinite {
                     what,
                     epoch,
@@ -258,6 +269,7 @@ pub fn fit(
                     learning_rate: optimizer.learning_rate(),
                 });
             }
+            model.update_running_stats(&runner.batch_statistics());
 
             loss_sum += loss as f64 * batch.len() as f64;
             callback.on_batch_end(batch.len(), loss);
@@ -266,7 +278,7 @@ pub fn fit(
 
         let evaluation = validation.map(|v| evaluate(model, v, config.loss, batch_size.max(256)));
         if evaluation.as_ref().is_some_and(|e| !e.loss.is_finite()) {
-            *model.params_mut() = last_good;
+            *model = last_good;
             return Err(Error::NonFinite {
                 what: "validation loss".into(),
                 epoch,
@@ -274,7 +286,7 @@ pub fn fit(
                 learning_rate: optimizer.learning_rate(),
             });
         }
-        last_good.clone_from(model.params());
+        last_good.clone_from(model);
 
         let record = EpochRecord {
             epoch,
@@ -295,7 +307,7 @@ pub fn fit(
                 .as_ref()
                 .is_none_or(|(best_loss, _)| val_loss < best_loss - stopping.min_delta);
             if improved {
-                best = Some((val_loss, model.params().clone()));
+                best = Some((val_loss, model.clone()));
                 history.best_epoch = Some(epoch);
                 epochs_without_improvement = 0;
             } else {
@@ -309,12 +321,29 @@ pub fn fit(
     }
 
     match (config.early_stopping, best) {
-        (Some(stopping), Some((_, best_params))) if stopping.restore_best => {
-            *model.params_mut() = best_params;
+        (Some(stopping), Some((_, best_model))) if stopping.restore_best => {
+            *model = best_model;
         }
         _ => history.best_epoch = history.epochs.last().map(|r| r.epoch),
     }
     Ok(history)
+}
+
+/// Returns the `(channels, height, width)` of one image for augmentation: a `[height, width]`
+/// row is one channel.
+///
+/// # Errors
+///
+/// Returns [`Error::InvalidConfig`] if rows are not images of rank 2 or 3.
+fn augment_shape(feature_shape: &[usize]) -> Result<(usize, usize, usize)> {
+    match *feature_shape {
+        [height, width] => Ok((1, height, width)),
+        [channels, height, width] => Ok((channels, height, width)),
+        _ => Err(Error::InvalidConfig(format!(
+            "training.augment needs image rows of shape [height, width] or [channels, height, \
+             width], but the rows have shape {feature_shape:?}; remove [training.augment]"
+        ))),
+    }
 }
 
 /// Checks that `dataset` fits the model's input and output and the loss.

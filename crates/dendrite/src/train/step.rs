@@ -12,8 +12,8 @@
 
 use rayon::prelude::*;
 
-use crate::autograd::Workspace;
-use crate::data::{Dataset, Targets};
+use crate::autograd::{BatchStatistics, Workspace};
+use crate::data::{Augment, Dataset, Targets};
 use crate::nn::{Loss, Sequential, loss::BatchTargets};
 use crate::rng::Rng;
 use crate::tensor::single_threaded;
@@ -29,6 +29,16 @@ struct Shard {
     values: Vec<f32>,
     shape: Vec<usize>,
     loss: f32,
+    /// The source of augmentation draws, seeded per shard so that runs repeat bit for bit.
+    rng: Rng,
+    /// The gathered, not yet augmented rows when augmentation is on.
+    unaugmented: Vec<f32>,
+}
+
+/// Augmentation of training images, with the `(channels, height, width)` of one image.
+struct ImageAugment {
+    augment: Augment,
+    image_shape: (usize, usize, usize),
 }
 
 /// Runs training steps over up to `threads` shards and keeps each shard's gradients.
@@ -36,6 +46,7 @@ pub(crate) struct StepRunner {
     shards: Vec<Shard>,
     weights: Vec<f32>,
     used: usize,
+    augment: Option<ImageAugment>,
 }
 
 impl StepRunner {
@@ -57,6 +68,8 @@ impl StepRunner {
                     values: Vec::new(),
                     shape,
                     loss: 0.0,
+                    rng: Rng::new(0),
+                    unaugmented: Vec::new(),
                 }
             })
             .collect();
@@ -64,7 +77,25 @@ impl StepRunner {
             shards,
             weights: vec![1.0],
             used: 1,
+            augment: None,
         }
+    }
+
+    /// Turns on augmentation of every training image of shape `image_shape`; shard `i` draws
+    /// from a stream derived from `seed` and `i`.
+    pub(crate) fn set_augment(
+        &mut self,
+        augment: Augment,
+        image_shape: (usize, usize, usize),
+        seed: u64,
+    ) {
+        for (i, shard) in self.shards.iter_mut().enumerate() {
+            shard.rng = Rng::for_stream(seed, i as u64);
+        }
+        self.augment = Some(ImageAugment {
+            augment,
+            image_shape,
+        });
     }
 
     /// Runs the forward and backward passes of the rows in `batch` and returns the mean loss.
@@ -81,16 +112,25 @@ impl StepRunner {
         if used == 1 {
             self.weights.clear();
             self.weights.push(1.0);
-            return run_shard(&mut self.shards[0], model, train, batch, loss);
+            return run_shard(
+                &mut self.shards[0],
+                model,
+                train,
+                batch,
+                loss,
+                self.augment.as_ref(),
+            );
         }
 
         let rows = batch.len();
+        let augment = self.augment.as_ref();
         self.shards[..used]
             .par_iter_mut()
             .enumerate()
             .for_each(|(i, shard)| {
                 let part = &batch[i * rows / used..(i + 1) * rows / used];
-                shard.loss = single_threaded(|| run_shard(shard, model, train, part, loss));
+                shard.loss =
+                    single_threaded(|| run_shard(shard, model, train, part, loss, augment));
             });
 
         // Every loss is a mean over its shard's rows, so shard i weighs rows_i / rows.
@@ -115,6 +155,17 @@ impl StepRunner {
             .collect()
     }
 
+    /// The batch statistics each shard's batch normalizations recorded in the last step, in
+    /// shard order, for [`Sequential::update_running_stats`]. Each shard normalizes with the
+    /// statistics of its own rows (as unsynchronized data-parallel batch normalization does),
+    /// so with batch normalization the thread count changes more than the last bits.
+    pub(crate) fn batch_statistics(&self) -> Vec<&[BatchStatistics]> {
+        self.shards[..self.used]
+            .iter()
+            .map(|s| s.workspace.batch_statistics())
+            .collect()
+    }
+
     /// The weight of each shard's gradient: its share of the batch rows.
     pub(crate) fn weights(&self) -> &[f32] {
         &self.weights
@@ -128,12 +179,15 @@ fn run_shard(
     train: &Dataset,
     rows: &[usize],
     loss: Loss,
+    augment: Option<&ImageAugment>,
 ) -> f32 {
     let Shard {
         workspace,
         labels,
         values,
         shape,
+        rng,
+        unaugmented,
         ..
     } = shard;
     shape[0] = rows.len();
@@ -149,7 +203,22 @@ fn run_shard(
     };
 
     let mut graph = crate::autograd::Graph::new(model.params(), workspace, true);
-    let x = graph.input_with(shape, |out| train.gather_into_slice(rows, out));
+    let x = graph.input_with(shape, |out| match augment {
+        None => train.gather_into_slice(rows, out),
+        Some(ImageAugment {
+            augment,
+            image_shape,
+        }) => {
+            train.gather_into(rows, unaugmented);
+            let image_len = train.feature_len().max(1);
+            for (image, augmented) in unaugmented
+                .chunks_exact(image_len)
+                .zip(out.chunks_exact_mut(image_len))
+            {
+                augment.apply_into(image, *image_shape, rng, augmented);
+            }
+        }
+    });
     let y = model.forward(&mut graph, x);
     let batch_loss = loss.record(&mut graph, y, targets);
     let value = graph.value(batch_loss)[0];
