@@ -590,6 +590,45 @@ impl PoolGeometry {
     }
 }
 
+/// Max-pools one plane of width `width` with 2x2 windows and stride 2 into `out` and
+/// `argmax` (`out_height x out_width`), with the same results as the general loop: the first
+/// maximum in row-major window order wins a tie, and a NaN in a window is its maximum.
+fn max_pool_2x2(
+    plane: &[f32],
+    out: &mut [f32],
+    argmax: &mut [f32],
+    width: usize,
+    out_height: usize,
+    out_width: usize,
+) {
+    for oh in 0..out_height {
+        let top = &plane[2 * oh * width..(2 * oh + 1) * width];
+        let bottom = &plane[(2 * oh + 1) * width..(2 * oh + 2) * width];
+        let out_row = &mut out[oh * out_width..(oh + 1) * out_width];
+        let index_row = &mut argmax[oh * out_width..(oh + 1) * out_width];
+        for (ow, (best_out, index_out)) in out_row.iter_mut().zip(index_row.iter_mut()).enumerate()
+        {
+            let window = [
+                top[2 * ow],
+                top[2 * ow + 1],
+                bottom[2 * ow],
+                bottom[2 * ow + 1],
+            ];
+            let offsets = [0, 1, width, width + 1];
+            let mut best = window[0];
+            let mut best_slot = 0;
+            for (slot, &v) in window.iter().enumerate().skip(1) {
+                if (v > best || v.is_nan()) && !best.is_nan() {
+                    best = v;
+                    best_slot = slot;
+                }
+            }
+            *best_out = best;
+            *index_out = (2 * oh * width + 2 * ow + offsets[best_slot]) as f32;
+        }
+    }
+}
+
 /// Adds the max-pooling gradient `g` to `dx`: each output gradient goes to the input
 /// position whose index within its plane is stored in `argmax`.
 pub(super) fn max_pool2d_backward(dx: &mut [f32], g: &[f32], argmax: &[f32], geo: &PoolGeometry) {
@@ -719,6 +758,8 @@ impl Graph<'_> {
         let (plane_in, plane_out) = (geo.height * geo.width, geo.out_height * geo.out_width);
         // The clipped column ranges are the same for every row and plane, so they are
         // computed once.
+        // The most common pooling, 2x2 windows with stride 2 and no padding, has its own loop.
+        let pair_pool = kernel == (2, 2) && stride == (2, 2) && padding == (0, 0);
         let columns: Vec<std::ops::Range<usize>> =
             (0..geo.out_width).map(|ow| geo.window(0, ow).1).collect();
         for ((plane, out_plane), index_plane) in self
@@ -727,6 +768,17 @@ impl Graph<'_> {
             .zip(out.chunks_exact_mut(plane_out))
             .zip(argmax.chunks_exact_mut(plane_out))
         {
+            if pair_pool {
+                max_pool_2x2(
+                    plane,
+                    out_plane,
+                    index_plane,
+                    geo.width,
+                    geo.out_height,
+                    geo.out_width,
+                );
+                continue;
+            }
             for oh in 0..geo.out_height {
                 let rows = geo.window(oh, 0).0;
                 let out_row = &mut out_plane[oh * geo.out_width..(oh + 1) * geo.out_width];
@@ -740,7 +792,7 @@ impl Graph<'_> {
                         let line = &plane[ih * geo.width..(ih + 1) * geo.width];
                         for iw in cols.clone() {
                             let v = line[iw];
-                            if v > best || v.is_nan() {
+                            if (v > best || v.is_nan()) && !best.is_nan() {
                                 best = v;
                                 best_index = ih * geo.width + iw;
                             }
