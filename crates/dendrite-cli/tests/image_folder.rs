@@ -116,15 +116,19 @@ fn example_trains_on_exported_digits() {
     export_digits("train", 300, &train_dir);
     export_digits("t10k", 100, &test_dir);
 
-    // The example, pointed at the exported folders and cut to 1 epoch.
+    // The example, pointed at the exported folders, cut to 1 epoch and with normalization on,
+    // so that the stored channel statistics are checked too.
     let example = std::fs::read_to_string(repo_path("examples/image-folder.toml"))
         .expect("examples/image-folder.toml is readable");
     let png_dir = toml_path(&dir.join("png"));
     let text = example
         .replace("\"../data/mnist-png", &format!("\"{png_dir}"))
-        .replace("epochs = 10", "epochs = 1");
+        .replace("epochs = 30", "epochs = 1")
+        .replace("normalize = false", "normalize = true");
     assert!(
-        text.contains(&png_dir) && text.contains("epochs = 1\n"),
+        text.contains(&png_dir)
+            && text.contains("epochs = 1\n")
+            && text.contains("normalize = true"),
         "examples/image-folder.toml changed its layout; update this test:\n{text}"
     );
     let config = dir.write("image-folder.toml", text);
