@@ -48,7 +48,23 @@ def read_idx(path, expected_magic):
     return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims)
 
 
-def build_model():
+def build_model(name):
+    if name == "lenet":
+        return nn.Sequential(
+            nn.Unflatten(1, (1, 28, 28)),
+            nn.Conv2d(1, 6, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(400, 120),
+            nn.ReLU(),
+            nn.Linear(120, 84),
+            nn.ReLU(),
+            nn.Linear(84, 10),
+        )
     return nn.Sequential(
         nn.Linear(784, 256),
         nn.ReLU(),
@@ -82,6 +98,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     parser.add_argument(
+        "--model",
+        choices=["mlp", "lenet"],
+        default="mlp",
+        help="mlp: 784-256-128-10; lenet: the LeNet-5 style CNN (default mlp)",
+    )
+    parser.add_argument(
         "--epochs", type=int, default=3, help="timed epochs after one warm-up epoch (default 3)"
     )
     parser.add_argument("--batch", type=int, default=64, help="rows per mini-batch (default 64)")
@@ -114,7 +136,7 @@ def main():
             f"{labels.shape[0]} labels; use the image and label files of the same split"
         )
 
-    model = build_model()
+    model = build_model(args.model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     train_epoch(model, optimizer, features, labels, args.batch, generator)
@@ -129,6 +151,7 @@ def main():
     steps = -(-features.shape[0] // args.batch) * args.epochs
     result = {
         "framework": "pytorch",
+        "model": args.model,
         "version": torch.__version__,
         "threads": args.threads,
         "batch": args.batch,

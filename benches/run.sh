@@ -11,6 +11,7 @@
 #   RUNS         runs per framework and thread count (default 5)
 #   EPOCHS       timed epochs per run, after one warm-up epoch (default 3)
 #   THREADS      thread counts to measure (default "1 2")
+#   MODEL        mlp (784-256-128-10) or lenet (the LeNet-5 style CNN) (default mlp)
 #   RESULTS_DIR  folder for the raw JSON lines and time reports (default: a new temp folder)
 #   QUIET_WAIT   seconds to wait before each run for the CPUs to fall below 10% busy
 #                (default 120), because other work on the machine skews the timings
@@ -26,6 +27,7 @@ python=${PYTHON:-python3}
 runs=${RUNS:-5}
 epochs=${EPOCHS:-3}
 threads_list=${THREADS:-"1 2"}
+model=${MODEL:-mlp}
 quiet_wait=${QUIET_WAIT:-120}
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 results_dir=${RESULTS_DIR:-$(mktemp -d -t dendrite-bench.XXXXXX)}
@@ -105,11 +107,11 @@ run_measured() {
 }
 
 run_dendrite() {
-    run_measured "dendrite-t$1-r$2" "$bench_bin" --threads "$1" --epochs "$epochs"
+    run_measured "dendrite-t$1-r$2" "$bench_bin" --model "$model" --threads "$1" --epochs "$epochs"
 }
 
 run_pytorch() {
-    run_measured "pytorch-t$1-r$2" "$python" benches/mlp_torch.py --threads "$1" --epochs "$epochs"
+    run_measured "pytorch-t$1-r$2" "$python" benches/mlp_torch.py --model "$model" --threads "$1" --epochs "$epochs"
 }
 
 echo "Machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs" >&2

@@ -22,6 +22,7 @@ Trains the MLP 784-256-128-10 on MNIST digits and prints one JSON line with the 
 
 Options:
   --threads N     threads for rayon and the matrix multiply (default 1)
+  --model M       mlp (784-256-128-10) or lenet (the LeNet-5 style CNN) (default mlp)
   --epochs E      timed epochs, after one untimed warm-up epoch (default 3)
   --batch B       rows per mini-batch (default 64)
   --seed S        seed for the weights and the shuffle order (default 0)
@@ -32,6 +33,7 @@ Options:
 /// Command-line options.
 struct Options {
     threads: usize,
+    model: String,
     epochs: usize,
     batch: usize,
     seed: u64,
@@ -42,6 +44,7 @@ struct Options {
 fn parse_options() -> Result<Option<Options>, String> {
     let mut options = Options {
         threads: 1,
+        model: "mlp".to_string(),
         epochs: 3,
         batch: 64,
         seed: 0,
@@ -67,6 +70,8 @@ fn parse_options() -> Result<Option<Options>, String> {
                     .parse()
                     .map_err(|_| format!("invalid {flag} value {value:?}: expected an integer"))?;
             }
+            "--model" if value == "mlp" || value == "lenet" => options.model = value,
+            "--model" => return Err(format!("unknown model {value:?}: expected mlp or lenet")),
             "--images" => options.images = value,
             "--labels" => options.labels = value,
             _ => return Err(format!("unknown option {flag}")),
@@ -98,11 +103,39 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error>> {
         init,
         bias: true,
     };
-    let specs = vec![
-        dense(256, Some(Activation::Relu), Init::HeUniform),
-        dense(128, Some(Activation::Relu), Init::HeUniform),
-        dense(MNIST_NUM_CLASSES, None, Init::GlorotUniform),
-    ];
+    let relu = Some(Activation::Relu);
+    let mut specs = Vec::new();
+    if options.model == "lenet" {
+        let conv = |filters, padding| LayerSpec::Conv2d {
+            filters,
+            kernel_size: 5,
+            stride: 1,
+            padding,
+            dilation: 1,
+            groups: 1,
+            activation: relu,
+            init: Init::HeUniform,
+            bias: true,
+        };
+        let pool = LayerSpec::MaxPool2d {
+            kernel_size: 2,
+            stride: None,
+            padding: 0,
+        };
+        specs.extend([
+            conv(6, 2),
+            pool.clone(),
+            conv(16, 0),
+            pool,
+            LayerSpec::Flatten,
+        ]);
+        specs.push(dense(120, relu, Init::HeUniform));
+        specs.push(dense(84, relu, Init::HeUniform));
+    } else {
+        specs.push(dense(256, relu, Init::HeUniform));
+        specs.push(dense(128, relu, Init::HeUniform));
+    }
+    specs.push(dense(MNIST_NUM_CLASSES, None, Init::GlorotUniform));
     let mut model = Sequential::new(dataset.feature_shape(), specs, options.seed)?;
     let config = TrainConfig {
         // The first epoch is a warm-up that sizes every buffer and the optimizer state.
@@ -129,9 +162,10 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let steps = dataset.len().div_ceil(options.batch) * options.epochs;
     let loss = timed.last().map_or(f64::NAN, |record| record.train_loss);
     println!(
-        "{{\"framework\":\"dendrite\",\"version\":\"{}\",\"threads\":{},\"batch\":{},\
+        "{{\"framework\":\"dendrite\",\"model\":\"{}\",\"version\":\"{}\",\"threads\":{},\"batch\":{},\
          \"epochs\":{},\"samples\":{},\"seconds\":{:.4},\"samples_per_s\":{:.1},\
          \"step_us\":{:.1},\"last_epoch_loss\":{:.5}}}",
+        options.model,
         env!("CARGO_PKG_VERSION"),
         options.threads,
         options.batch,
