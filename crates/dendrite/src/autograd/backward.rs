@@ -343,6 +343,7 @@ fn backward_node(node: &Node, labels: &[usize], sink: &mut Sink<'_>) {
                 g,
                 values_of(sink.lower, sink.params, x),
                 values_of(sink.lower, sink.params, weight),
+                &node.aux,
                 dx_ref,
                 dw_ref,
                 db_ref,

@@ -271,8 +271,17 @@ fn col2im_add(image: &mut [f32], col: &[f32], geo: &ConvGeometry) {
                     let ih = ((oh * stride.0) as isize + row_offset) as usize;
                     let dst = &mut plane[ih * w..(ih + 1) * w];
                     let first = ((ow_lo * stride.1) as isize + col_offset) as usize;
-                    for (ow, &v) in (ow_lo..ow_hi).zip(&src[oh * ow_len + ow_lo..]) {
-                        dst[first + (ow - ow_lo) * stride.1] += v;
+                    let src_row = &src[oh * ow_len + ow_lo..oh * ow_len + ow_hi];
+                    if stride.1 == 1 {
+                        // Contiguous on both sides, so that the compiler may vectorize the adds.
+                        let dst_row = &mut dst[first..first + src_row.len()];
+                        for (d, &v) in dst_row.iter_mut().zip(src_row) {
+                            *d += v;
+                        }
+                    } else {
+                        for (index, &v) in src_row.iter().enumerate() {
+                            dst[first + index * stride.1] += v;
+                        }
                     }
                 }
             }
@@ -313,8 +322,11 @@ fn conv_image(
 }
 
 /// Writes the convolution of every image of `x` into `out`, spread over the rayon threads
-/// unless the caller is inside [`single_threaded`]. `scratch` holds one im2col matrix per
-/// thread.
+/// unless the caller is inside [`single_threaded`]. With `keep_cols` false, `scratch` contains
+/// one im2col matrix per task and is reused from image to image. With `keep_cols` true, it
+/// contains one per image and keeps every image's im2col matrix, in image order, for the
+/// backward pass.
+#[allow(clippy::too_many_arguments)]
 fn conv_forward(
     out: &mut [f32],
     scratch: &mut [f32],
@@ -323,6 +335,7 @@ fn conv_forward(
     bias: Option<&[f32]>,
     geo: &ConvGeometry,
     tasks: usize,
+    keep_cols: bool,
 ) {
     let (image_len, out_len, col_len) = (geo.image_len(), geo.out_image_len(), geo.col_len());
     if out.is_empty() || image_len == 0 {
@@ -334,12 +347,23 @@ fn conv_forward(
         return;
     }
     let per_task = geo.batch.div_ceil(tasks);
-    let run = |(out_chunk, (x_chunk, col)): (&mut [f32], (&[f32], &mut [f32]))| {
+    let task_scratch = if keep_cols {
+        per_task * col_len
+    } else {
+        col_len
+    };
+    let run = |(out_chunk, (x_chunk, cols)): (&mut [f32], (&[f32], &mut [f32]))| {
         single_threaded(|| {
-            for (out_image, image) in out_chunk
+            for (index, (out_image, image)) in out_chunk
                 .chunks_exact_mut(out_len)
                 .zip(x_chunk.chunks_exact(image_len))
+                .enumerate()
             {
+                let col = if keep_cols {
+                    &mut cols[index * col_len..(index + 1) * col_len]
+                } else {
+                    &mut cols[..col_len]
+                };
                 conv_image(out_image, col, image, weight, bias, geo);
             }
         })
@@ -348,7 +372,7 @@ fn conv_forward(
         out.par_chunks_mut(per_task * out_len)
             .zip(
                 x.par_chunks(per_task * image_len)
-                    .zip(scratch.par_chunks_mut(col_len)),
+                    .zip(scratch.par_chunks_mut(task_scratch)),
             )
             .for_each(run);
     } else {
@@ -364,27 +388,44 @@ struct ImageGrad<'a> {
     dx: Option<&'a mut [f32]>,
 }
 
-/// Writes one image's weight gradient into `item.dw` (overwriting it) and adds its input
-/// gradient to `item.dx`.
-fn conv_image_backward(item: ImageGrad<'_>, g: &[f32], x: &[f32], w: &[f32], geo: &ConvGeometry) {
+/// Writes one image's weight gradient into `item.dw` (overwriting it), each group's block
+/// transposed to `[c_in / groups * kh * kw, c_out / groups]`, and adds its input gradient to
+/// `item.dx`. `kept_cols`, when not empty, contains the im2col matrices of all
+/// images that the forward pass kept, so they need not be built again.
+fn conv_image_backward(
+    item: ImageGrad<'_>,
+    g: &[f32],
+    x: &[f32],
+    w: &[f32],
+    kept_cols: &[f32],
+    geo: &ConvGeometry,
+) {
     let plane = geo.out_plane();
     let (rows, filters) = (geo.group_rows(), geo.group_filters());
     let g_image = &g[item.image * geo.out_image_len()..(item.image + 1) * geo.out_image_len()];
     let col = item.col;
     if let Some(dw) = item.dw {
-        let image = &x[item.image * geo.image_len()..(item.image + 1) * geo.image_len()];
-        im2col(col, image, geo);
-        // dW_g = G_g · col_gᵀ.
+        let image_cols = if kept_cols.is_empty() {
+            let image = &x[item.image * geo.image_len()..(item.image + 1) * geo.image_len()];
+            im2col(col, image, geo);
+            &*col
+        } else {
+            let col_len = geo.col_len();
+            &kept_cols[item.image * col_len..(item.image + 1) * col_len]
+        };
+        // dW_gᵀ = col_g · G_gᵀ. With few filters, this orientation puts the long side in the
+        // rows of `gemm`'s kernels and measured faster than `G_g · col_gᵀ` on LeNet-5 shapes.
+        // The caller transposes the result.
         for group in 0..geo.params.groups {
             matmul_into(
                 &mut dw[group * filters * rows..(group + 1) * filters * rows],
-                &g_image[group * filters * plane..(group + 1) * filters * plane],
+                &image_cols[group * rows * plane..(group + 1) * rows * plane],
                 Transpose::No,
-                &col[group * rows * plane..(group + 1) * rows * plane],
+                &g_image[group * filters * plane..(group + 1) * filters * plane],
                 Transpose::Yes,
-                filters,
-                plane,
                 rows,
+                plane,
+                filters,
                 false,
             );
         }
@@ -414,6 +455,8 @@ pub(super) type GradBuffer<'a> = Option<(&'a mut [f32], bool)>;
 
 /// Computes the convolution gradients for the output gradient `g`: `dx` through col2im, `dw`
 /// summed over the images in image order, and `db` summed over images and positions.
+/// `kept_cols` is empty or contains every image's im2col matrix, as the forward pass of a
+/// training pass keeps them.
 ///
 /// Images are processed in waves of one image per rayon thread (one per wave inside
 /// [`single_threaded`]). Each image's weight gradient goes to its own buffer and the buffers
@@ -424,6 +467,7 @@ pub(super) fn conv2d_backward(
     g: &[f32],
     x: &[f32],
     w: &[f32],
+    kept_cols: &[f32],
     dx: GradBuffer<'_>,
     dw: GradBuffer<'_>,
     db: GradBuffer<'_>,
@@ -486,20 +530,30 @@ pub(super) fn conv2d_backward(
                 dx: dx_images.as_mut().and_then(Iterator::next),
             })
             .collect();
-        let work =
-            |item: ImageGrad<'_>| single_threaded(|| conv_image_backward(item, g, x, w, geo));
+        let work = |item: ImageGrad<'_>| {
+            single_threaded(|| conv_image_backward(item, g, x, w, kept_cols, geo))
+        };
         if tasks > 1 {
             items.into_par_iter().for_each(work);
         } else {
             items.into_iter().for_each(work);
         }
         if let Some(dw) = dw.as_deref_mut() {
+            let (rows, filters) = (geo.group_rows(), geo.group_filters());
             for part in dw_parts
                 .chunks_exact(weight_len)
                 .take(wave_end - wave_start)
             {
-                for (d, &p) in dw.iter_mut().zip(part) {
-                    *d += p;
+                // Each group's block of `part` is transposed, `[rows, filters]`.
+                for (dw_group, part_group) in dw
+                    .chunks_exact_mut(filters * rows)
+                    .zip(part.chunks_exact(filters * rows))
+                {
+                    for (filter, dw_row) in dw_group.chunks_exact_mut(rows).enumerate() {
+                        for (row, d) in dw_row.iter_mut().enumerate() {
+                            *d += part_group[row * filters + filter];
+                        }
+                    }
                 }
             }
         }
@@ -606,25 +660,31 @@ fn max_pool_2x2(
         let bottom = &plane[(2 * oh + 1) * width..(2 * oh + 2) * width];
         let out_row = &mut out[oh * out_width..(oh + 1) * out_width];
         let index_row = &mut argmax[oh * out_width..(oh + 1) * out_width];
-        for (ow, (best_out, index_out)) in out_row.iter_mut().zip(index_row.iter_mut()).enumerate()
+        let row_start = (2 * oh * width) as f32;
+        let below = width as f32;
+        // The window is read pairwise and every step is a select, not a branch, so that the
+        // compiler may vectorize the loop. Offsets within the plane stay below 2^24 (checked
+        // by the caller), so they are exact in `f32`.
+        for (ow, (((best_out, index_out), top_pair), bottom_pair)) in out_row
+            .iter_mut()
+            .zip(index_row.iter_mut())
+            .zip(top.chunks_exact(2))
+            .zip(bottom.chunks_exact(2))
+            .enumerate()
         {
-            let window = [
-                top[2 * ow],
-                top[2 * ow + 1],
-                bottom[2 * ow],
-                bottom[2 * ow + 1],
-            ];
-            let offsets = [0, 1, width, width + 1];
-            let mut best = window[0];
-            let mut best_slot = 0;
-            for (slot, &v) in window.iter().enumerate().skip(1) {
-                if (v > best || v.is_nan()) && !best.is_nan() {
-                    best = v;
-                    best_slot = slot;
-                }
+            let mut best = top_pair[0];
+            let mut offset = 0.0f32;
+            for (v, v_offset) in [
+                (top_pair[1], 1.0),
+                (bottom_pair[0], below),
+                (bottom_pair[1], below + 1.0),
+            ] {
+                let take = (v > best || v.is_nan()) && !best.is_nan();
+                best = if take { v } else { best };
+                offset = if take { v_offset } else { offset };
             }
             *best_out = best;
-            *index_out = (2 * oh * width + 2 * ow + offsets[best_slot]) as f32;
+            *index_out = row_start + (2 * ow) as f32 + offset;
         }
     }
 }
@@ -695,8 +755,15 @@ impl Graph<'_> {
             );
         }
         let tasks = parallel_images(geo.batch);
+        let needs_grad = self.node(x).needs_grad
+            || self.node(weight).needs_grad
+            || bias.is_some_and(|b| self.node(b).needs_grad);
+        // A training pass keeps every image's im2col matrix for the weight gradient, so the
+        // backward pass need not build them again.
+        let keep_cols = self.training && self.node(weight).needs_grad;
+        let scratch_len = if keep_cols { geo.batch } else { tasks } * geo.col_len();
         let mut out = self.ws.take_buffer(geo.batch * geo.out_image_len());
-        let mut scratch = self.ws.take_buffer(tasks * geo.col_len());
+        let mut scratch = self.ws.take_buffer(scratch_len);
         conv_forward(
             &mut out,
             &mut scratch,
@@ -705,15 +772,18 @@ impl Graph<'_> {
             bias.map(|b| self.value(b)),
             &geo,
             tasks,
+            keep_cols,
         );
-        if scratch.capacity() > 0 {
-            self.ws.pool.push(scratch);
-        }
-        let needs_grad = self.node(x).needs_grad
-            || self.node(weight).needs_grad
-            || bias.is_some_and(|b| self.node(b).needs_grad);
+        let kept_cols = if keep_cols {
+            scratch
+        } else {
+            if scratch.capacity() > 0 {
+                self.ws.pool.push(scratch);
+            }
+            Vec::new()
+        };
         let shape = Shape::new(&[geo.batch, geo.out_channels, geo.out_height, geo.out_width]);
-        self.push(
+        let var = self.push(
             Op::Conv2d {
                 x,
                 weight,
@@ -723,7 +793,9 @@ impl Graph<'_> {
             shape,
             out,
             needs_grad,
-        )
+        );
+        self.ws.nodes[var.0].aux = kept_cols;
+        var
     }
 
     /// Records 2-D max pooling of `x: [n, c, h, w]` with PyTorch's semantics: the padding acts
@@ -923,6 +995,43 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn max_pool_2x2_matches_brute_force() {
+        // Few distinct values force ties, and a NaN appears in some windows.
+        let (height, width) = (6, 7);
+        let plane: Vec<f32> = (0..height * width)
+            .map(|i| match (i * 7) % 11 {
+                0 => f32::NAN,
+                v => (v % 3) as f32,
+            })
+            .collect();
+        let (out_height, out_width) = (height / 2, width / 2);
+        let mut out = vec![0.0; out_height * out_width];
+        let mut argmax = vec![0.0; out_height * out_width];
+        max_pool_2x2(&plane, &mut out, &mut argmax, width, out_height, out_width);
+        for oh in 0..out_height {
+            for ow in 0..out_width {
+                let mut best = f32::NEG_INFINITY;
+                let mut best_index = 0;
+                for index in [
+                    2 * oh * width + 2 * ow,
+                    2 * oh * width + 2 * ow + 1,
+                    (2 * oh + 1) * width + 2 * ow,
+                    (2 * oh + 1) * width + 2 * ow + 1,
+                ] {
+                    let v = plane[index];
+                    if (v > best || v.is_nan()) && !best.is_nan() {
+                        best = v;
+                        best_index = index;
+                    }
+                }
+                let at = oh * out_width + ow;
+                assert_eq!(out[at].to_bits(), best.to_bits(), "value at ({oh}, {ow})");
+                assert_eq!(argmax[at], best_index as f32, "index at ({oh}, {ow})");
             }
         }
     }
