@@ -243,6 +243,20 @@ fn conv2d_gradient() {
 }
 
 #[test]
+fn conv2d_relu_gradient() {
+    check(
+        "conv2d_relu stride 1",
+        &[&[2, 3, 5, 5], &[4, 3, 3, 3], &[4]],
+        |g, v| g.conv2d_relu(v[0], v[1], Some(v[2]), conv(1, 0, 1, 1)),
+    );
+    check(
+        "conv2d_relu with padding and groups",
+        &[&[2, 4, 5, 5], &[6, 2, 3, 3], &[6]],
+        |g, v| g.conv2d_relu(v[0], v[1], Some(v[2]), conv(1, 1, 1, 2)),
+    );
+}
+
+#[test]
 fn pool_gradients() {
     check("max_pool2d", &[&[2, 3, 6, 6]], |g, v| {
         g.max_pool2d(v[0], (2, 2), (2, 2), (0, 0))

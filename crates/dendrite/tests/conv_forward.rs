@@ -1,7 +1,7 @@
-//! Forward values of convolution and pooling against hand-computed results, and batch
-//! invariance of convolution.
+//! Forward values of convolution and pooling against hand-computed results, batch
+//! invariance of convolution, and the fused convolution with ReLU against its two-op form.
 
-use dendrite::autograd::{Conv2dParams, Graph, Parameters, Workspace};
+use dendrite::autograd::{Activation, Conv2dParams, Graph, Parameters, Workspace};
 use dendrite::rng::Rng;
 use dendrite::tensor::{Tensor, single_threaded};
 
@@ -169,4 +169,55 @@ fn conv2d_rejects_wrong_weight_channels() {
         None,
         Conv2dParams::default(),
     );
+}
+
+/// Returns the output and the gradients of x, the weight and the bias of a padded convolution
+/// followed by a ReLU, fused into one node or recorded as two.
+fn conv_relu_run(fused: bool) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let mut rng = Rng::new(3);
+    let mut random = |shape: &[usize]| {
+        let len = shape.iter().product();
+        Tensor::from_vec(shape, (0..len).map(|_| rng.normal()).collect())
+    };
+    let mut params = Parameters::new();
+    params.push("x", random(&[3, 2, 6, 6]));
+    params.push("w", random(&[4, 2, 3, 3]));
+    params.push("b", random(&[4]));
+    let target = random(&[3, 4, 6, 6]);
+    let conv = Conv2dParams {
+        padding: (1, 1),
+        ..Conv2dParams::default()
+    };
+    let mut workspace = Workspace::new();
+    let mut graph = Graph::new(&params, &mut workspace, true);
+    let (x, w, b) = (graph.param(0), graph.param(1), graph.param(2));
+    let y = if fused {
+        graph.conv2d_relu(x, w, Some(b), conv)
+    } else {
+        let y = graph.conv2d(x, w, Some(b), conv);
+        graph.activation(y, Activation::Relu)
+    };
+    let values = graph.value(y).to_vec();
+    let target = graph.input(&target);
+    let loss = graph.mse(y, target);
+    graph.backward(loss);
+    (values, workspace.gradients().to_vec())
+}
+
+#[test]
+fn conv2d_relu_matches_two_ops() {
+    let (fused_values, fused_grads) = conv_relu_run(true);
+    let (values, grads) = conv_relu_run(false);
+    assert!(values.contains(&0.0), "some outputs should be clipped to 0");
+    assert!(
+        values.iter().any(|&v| v > 0.0),
+        "some outputs should be positive"
+    );
+    assert_eq!(fused_values, values, "output values");
+    for (name, (fused, two_ops)) in ["x", "weight", "bias"]
+        .iter()
+        .zip(fused_grads.iter().zip(&grads))
+    {
+        assert_eq!(fused, two_ops, "gradient of {name}");
+    }
 }

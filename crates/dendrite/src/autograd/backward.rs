@@ -328,6 +328,7 @@ fn backward_node(node: &Node, labels: &[usize], sink: &mut Sink<'_>) {
             weight,
             bias,
             params,
+            relu,
         } => {
             let geo = ConvGeometry::new(
                 sink.lower[x.0].shape.dims(),
@@ -344,6 +345,7 @@ fn backward_node(node: &Node, labels: &[usize], sink: &mut Sink<'_>) {
                 values_of(sink.lower, sink.params, x),
                 values_of(sink.lower, sink.params, weight),
                 &node.aux,
+                relu.then_some(node.value.as_slice()),
                 dx_ref,
                 dw_ref,
                 db_ref,

@@ -207,6 +207,77 @@ fn valid_range(out_len: usize, in_len: usize, stride: usize, offset: isize) -> (
 /// position, the input value under kernel tap `(ki, kj)` of channel `c`, or 0 in the padding.
 /// Every value of `col` is written.
 fn im2col(col: &mut [f32], image: &[f32], geo: &ConvGeometry) {
+    if geo.params.stride == (1, 1) && geo.params.dilation == (1, 1) {
+        im2col_dense(col, image, geo);
+    } else {
+        im2col_general(col, image, geo);
+    }
+}
+
+/// Writes the im2col matrix for stride 1 and dilation 1. A padded input is first copied into
+/// a zeroed buffer, so that each output row of each im2col row is one contiguous run of it.
+fn im2col_dense(col: &mut [f32], image: &[f32], geo: &ConvGeometry) {
+    let (pad_h, pad_w) = geo.params.padding;
+    let (height, width) = (geo.height + 2 * pad_h, geo.width + 2 * pad_w);
+    let padded_image;
+    let source = if (pad_h, pad_w) == (0, 0) {
+        image
+    } else {
+        let mut padded = vec![0.0; geo.in_channels * height * width];
+        for (padded_plane, plane) in padded
+            .chunks_exact_mut(height * width)
+            .zip(image.chunks_exact(geo.height * geo.width))
+        {
+            for (padded_row, row) in padded_plane[pad_h * width..]
+                .chunks_exact_mut(width)
+                .zip(plane.chunks_exact(geo.width))
+            {
+                padded_row[pad_w..pad_w + geo.width].copy_from_slice(row);
+            }
+        }
+        padded_image = padded;
+        &padded_image[..]
+    };
+    let ow_len = geo.out_width;
+    let mut rows = col.chunks_exact_mut(geo.out_plane());
+    for plane in source.chunks_exact(height * width) {
+        for ki in 0..geo.kernel.0 {
+            for kj in 0..geo.kernel.1 {
+                let dst = rows.next().expect("im2col buffer matches the geometry");
+                for (oh, dst_row) in dst.chunks_exact_mut(ow_len).enumerate() {
+                    let start = (oh + ki) * width + kj;
+                    copy_short(dst_row, &plane[start..start + ow_len]);
+                }
+            }
+        }
+    }
+}
+
+/// Copies `src` into `dst` of the same length. Runs of 8 or more values are copied in blocks
+/// of 8 with the last block overlapping the previous one, which avoids a `memcpy` call per run
+/// for the short runs of im2col.
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    const BLOCK: usize = 8;
+    let len = dst.len();
+    assert_eq!(len, src.len(), "copy_short needs slices of equal length");
+    if len < BLOCK {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = v;
+        }
+        return;
+    }
+    let mut start = 0;
+    while start < len {
+        let at = start.min(len - BLOCK);
+        let block: &[f32; BLOCK] = src[at..at + BLOCK].try_into().expect("block of 8");
+        let target: &mut [f32; BLOCK] = (&mut dst[at..at + BLOCK]).try_into().expect("block of 8");
+        *target = *block;
+        start += BLOCK;
+    }
+}
+
+/// Writes the im2col matrix for any stride and dilation, clipping each row to the input.
+fn im2col_general(col: &mut [f32], image: &[f32], geo: &ConvGeometry) {
     let (h, w) = (geo.height, geo.width);
     let (oh_len, ow_len) = (geo.out_height, geo.out_width);
     let Conv2dParams {
@@ -250,6 +321,38 @@ fn im2col(col: &mut [f32], image: &[f32], geo: &ConvGeometry) {
 /// Adds each entry of the im2col-shaped gradient `col` to the input position it was read
 /// from, the adjoint of [`im2col`]. Padding entries are dropped.
 fn col2im_add(image: &mut [f32], col: &[f32], geo: &ConvGeometry) {
+    let params = geo.params;
+    if params.stride == (1, 1) && params.dilation == (1, 1) && params.padding == (0, 0) {
+        col2im_add_unpadded(image, col, geo);
+    } else {
+        col2im_add_general(image, col, geo);
+    }
+}
+
+/// Adds the im2col-shaped gradient `col` into `image` as [`col2im_add`] does, for stride 1,
+/// dilation 1 and no padding, where each output row of each im2col row came from one
+/// contiguous run of the input.
+fn col2im_add_unpadded(image: &mut [f32], col: &[f32], geo: &ConvGeometry) {
+    let (width, ow_len) = (geo.width, geo.out_width);
+    let mut rows = col.chunks_exact(geo.out_plane());
+    for plane in image.chunks_exact_mut(geo.height * width) {
+        for ki in 0..geo.kernel.0 {
+            for kj in 0..geo.kernel.1 {
+                let src = rows.next().expect("im2col buffer matches the geometry");
+                for (oh, src_row) in src.chunks_exact(ow_len).enumerate() {
+                    let start = (oh + ki) * width + kj;
+                    for (d, &v) in plane[start..start + ow_len].iter_mut().zip(src_row) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the im2col-shaped gradient `col` into `image` as [`col2im_add`] does, for any stride,
+/// dilation and padding.
+fn col2im_add_general(image: &mut [f32], col: &[f32], geo: &ConvGeometry) {
     let (h, w) = (geo.height, geo.width);
     let (oh_len, ow_len) = (geo.out_height, geo.out_width);
     let Conv2dParams {
@@ -289,7 +392,8 @@ fn col2im_add(image: &mut [f32], col: &[f32], geo: &ConvGeometry) {
     }
 }
 
-/// Writes the convolution of one image: `out = bias + W_g · col_g` for every group `g`.
+/// Writes the convolution of one image: `out = bias + W_g · col_g` for every group `g`,
+/// followed by `max(out, 0)` when `relu` is true.
 fn conv_image(
     out: &mut [f32],
     col: &mut [f32],
@@ -297,6 +401,7 @@ fn conv_image(
     weight: &[f32],
     bias: Option<&[f32]>,
     geo: &ConvGeometry,
+    relu: bool,
 ) {
     im2col(col, image, geo);
     let plane = geo.out_plane();
@@ -319,13 +424,19 @@ fn conv_image(
             bias.is_some(),
         );
     }
+    if relu {
+        // The same expression as the ReLU activation op, so both give the same bits.
+        for v in out.iter_mut() {
+            *v = v.max(0.0);
+        }
+    }
 }
 
 /// Writes the convolution of every image of `x` into `out`, spread over the rayon threads
 /// unless the caller is inside [`single_threaded`]. With `keep_cols` false, `scratch` contains
 /// one im2col matrix per task and is reused from image to image. With `keep_cols` true, it
 /// contains one per image and keeps every image's im2col matrix, in image order, for the
-/// backward pass.
+/// backward pass. With `relu` true, every output value goes through `max(v, 0)`.
 #[allow(clippy::too_many_arguments)]
 fn conv_forward(
     out: &mut [f32],
@@ -336,13 +447,15 @@ fn conv_forward(
     geo: &ConvGeometry,
     tasks: usize,
     keep_cols: bool,
+    relu: bool,
 ) {
     let (image_len, out_len, col_len) = (geo.image_len(), geo.out_image_len(), geo.col_len());
     if out.is_empty() || image_len == 0 {
         // No output values, or an input with no values, so every window covers only padding
         // and the output is the bias alone.
         for (channel, index) in out.chunks_exact_mut(geo.out_plane().max(1)).zip(0..) {
-            channel.fill(bias.map_or(0.0, |b| b[index % geo.out_channels]));
+            let value = bias.map_or(0.0, |b| b[index % geo.out_channels]);
+            channel.fill(if relu { value.max(0.0) } else { value });
         }
         return;
     }
@@ -364,7 +477,7 @@ fn conv_forward(
                 } else {
                     &mut cols[..col_len]
                 };
-                conv_image(out_image, col, image, weight, bias, geo);
+                conv_image(out_image, col, image, weight, bias, geo, relu);
             }
         })
     };
@@ -456,7 +569,8 @@ pub(super) type GradBuffer<'a> = Option<(&'a mut [f32], bool)>;
 /// Computes the convolution gradients for the output gradient `g`: `dx` through col2im, `dw`
 /// summed over the images in image order, and `db` summed over images and positions.
 /// `kept_cols` is empty or contains every image's im2col matrix, as the forward pass of a
-/// training pass keeps them.
+/// training pass keeps them. `relu_out`, for a convolution with a fused ReLU, is the
+/// node's output: `g` then flows only where it is positive.
 ///
 /// Images are processed in waves of one image per rayon thread (one per wave inside
 /// [`single_threaded`]). Each image's weight gradient goes to its own buffer and the buffers
@@ -468,23 +582,43 @@ pub(super) fn conv2d_backward(
     x: &[f32],
     w: &[f32],
     kept_cols: &[f32],
+    relu_out: Option<&[f32]>,
     dx: GradBuffer<'_>,
     dw: GradBuffer<'_>,
     db: GradBuffer<'_>,
     pool: &mut Vec<Vec<f32>>,
 ) {
+    // One pass over the output gradient applies the ReLU mask, if any, and sums each channel
+    // of each image for the bias gradient.
+    let mut masked = take_from_pool(pool, if relu_out.is_some() { g.len() } else { 0 });
+    let sums_len = if db.is_some() || relu_out.is_some() {
+        geo.batch * geo.out_channels
+    } else {
+        0
+    };
+    let mut channel_sums = take_from_pool(pool, sums_len);
+    mask_and_sum_channels(
+        &mut masked,
+        &mut channel_sums,
+        g,
+        relu_out,
+        geo.out_plane(),
+        parallel_images(geo.batch),
+    );
+    let g = if relu_out.is_some() { &masked[..] } else { g };
     if let Some((db, accumulate)) = db {
         if !accumulate {
             db.fill(0.0);
         }
-        for channel_grads in g.chunks_exact(geo.out_image_len().max(1)) {
-            for (d, channel) in db
-                .iter_mut()
-                .zip(channel_grads.chunks_exact(geo.out_plane().max(1)))
-            {
-                *d += channel.iter().sum::<f32>();
+        // The sums are added in image order, so the result does not depend on the threads.
+        for image_sums in channel_sums.chunks_exact(geo.out_channels.max(1)) {
+            for (d, &sum) in db.iter_mut().zip(image_sums) {
+                *d += sum;
             }
         }
+    }
+    if channel_sums.capacity() > 0 {
+        pool.push(channel_sums);
     }
 
     let mut dx = dx.map(|(dx, accumulate)| {
@@ -493,7 +627,7 @@ pub(super) fn conv2d_backward(
         }
         dx
     });
-    let mut dw = dw.map(|(dw, accumulate)| {
+    let dw = dw.map(|(dw, accumulate)| {
         if !accumulate {
             dw.fill(0.0);
         }
@@ -513,6 +647,14 @@ pub(super) fn conv2d_backward(
     let tasks = parallel_images(geo.batch);
     let mut scratch = take_from_pool(pool, tasks * col_len);
     let mut dw_parts = take_from_pool(pool, if dw.is_some() { tasks * weight_len } else { 0 });
+    // The weight gradient is summed in the transposed layout of the per-image parts, so that
+    // the sum reads them contiguously, and transposed back at the end. Each value is still
+    // added in image order, so the bits are the same as summing into `dw` directly.
+    let (rows, filters) = (geo.group_rows(), geo.group_filters());
+    let mut dw_sum = take_from_pool(pool, if dw.is_some() { weight_len } else { 0 });
+    if let Some(dw) = dw.as_deref() {
+        transpose_groups(&mut dw_sum, dw, filters, rows);
+    }
     for wave_start in (0..geo.batch).step_by(tasks) {
         let wave_end = (wave_start + tasks).min(geo.batch);
         let mut dx_images = dx
@@ -538,30 +680,119 @@ pub(super) fn conv2d_backward(
         } else {
             items.into_iter().for_each(work);
         }
-        if let Some(dw) = dw.as_deref_mut() {
-            let (rows, filters) = (geo.group_rows(), geo.group_filters());
+        if dw.is_some() {
             for part in dw_parts
                 .chunks_exact(weight_len)
                 .take(wave_end - wave_start)
             {
-                // Each group's block of `part` is transposed, `[rows, filters]`.
-                for (dw_group, part_group) in dw
-                    .chunks_exact_mut(filters * rows)
-                    .zip(part.chunks_exact(filters * rows))
-                {
-                    for (filter, dw_row) in dw_group.chunks_exact_mut(rows).enumerate() {
-                        for (row, d) in dw_row.iter_mut().enumerate() {
-                            *d += part_group[row * filters + filter];
-                        }
-                    }
+                for (d, &v) in dw_sum.iter_mut().zip(part) {
+                    *d += v;
                 }
             }
         }
     }
-    pool.push(scratch);
-    if dw_parts.capacity() > 0 {
-        pool.push(dw_parts);
+    if let Some(dw) = dw {
+        transpose_groups(dw, &dw_sum, rows, filters);
     }
+    for buffer in [scratch, dw_parts, dw_sum, masked] {
+        if buffer.capacity() > 0 {
+            pool.push(buffer);
+        }
+    }
+}
+
+/// Writes into `dst` the transpose of each `[outer, inner]` block of `src`, as an
+/// `[inner, outer]` block at the same place.
+fn transpose_groups(dst: &mut [f32], src: &[f32], outer: usize, inner: usize) {
+    let block = (outer * inner).max(1);
+    for (dst_block, src_block) in dst.chunks_exact_mut(block).zip(src.chunks_exact(block)) {
+        for (o, src_row) in src_block.chunks_exact(inner.max(1)).enumerate() {
+            for (i, &v) in src_row.iter().enumerate() {
+                dst_block[i * outer + o] = v;
+            }
+        }
+    }
+}
+
+/// Writes into `sums` the sum of each `plane`-long channel of the output gradient `g`. With
+/// `relu_out` (the output of a convolution with a fused ReLU), the gradient is first masked
+/// to `g` where the output is positive and 0 elsewhere, written into `masked`, and summed
+/// from there. The channels are split into `tasks` chunks on the rayon threads. Each value
+/// depends only on its own channel, so the split does not change the result.
+fn mask_and_sum_channels(
+    masked: &mut [f32],
+    sums: &mut [f32],
+    g: &[f32],
+    relu_out: Option<&[f32]>,
+    plane: usize,
+    tasks: usize,
+) {
+    if plane == 0 || sums.is_empty() {
+        sums.fill(0.0);
+        return;
+    }
+    let per_task = sums.len().div_ceil(tasks.max(1));
+    let chunk = per_task * plane;
+    match relu_out {
+        Some(y) => {
+            let work = |task: usize, sums: &mut [f32], masked: &mut [f32]| {
+                let values = task * chunk..task * chunk + masked.len();
+                let (g, y) = (&g[values.clone()], &y[values]);
+                for (((sum, masked), g), y) in sums
+                    .iter_mut()
+                    .zip(masked.chunks_exact_mut(plane))
+                    .zip(g.chunks_exact(plane))
+                    .zip(y.chunks_exact(plane))
+                {
+                    // The same rule as the backward pass of the ReLU activation op.
+                    for ((m, &gv), &yv) in masked.iter_mut().zip(g).zip(y) {
+                        *m = if yv > 0.0 { gv } else { 0.0 };
+                    }
+                    *sum = lane_sum(masked);
+                }
+            };
+            if tasks > 1 {
+                sums.par_chunks_mut(per_task)
+                    .zip(masked.par_chunks_mut(chunk))
+                    .enumerate()
+                    .for_each(|(task, (sums, masked))| work(task, sums, masked));
+            } else {
+                work(0, sums, masked);
+            }
+        }
+        None => {
+            let work = |(sums, g): (&mut [f32], &[f32])| {
+                for (sum, g) in sums.iter_mut().zip(g.chunks_exact(plane)) {
+                    *sum = lane_sum(g);
+                }
+            };
+            if tasks > 1 {
+                sums.par_chunks_mut(per_task)
+                    .zip(g.par_chunks(chunk))
+                    .for_each(work);
+            } else {
+                work((sums, g));
+            }
+        }
+    }
+}
+
+/// Returns the sum of `values`, added in 8 interleaved partial sums that are combined at the
+/// end, so that the compiler may vectorize it. The order depends only on the length.
+fn lane_sum(values: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut partial = [0.0f32; LANES];
+    let blocks = values.chunks_exact(LANES);
+    let tail = blocks.remainder();
+    for block in blocks {
+        for (p, &v) in partial.iter_mut().zip(block) {
+            *p += v;
+        }
+    }
+    for (p, &v) in partial.iter_mut().zip(tail) {
+        *p += v;
+    }
+    partial.iter().sum()
 }
 
 /// The sizes of one pooling, derived from the input shape.
@@ -689,18 +920,96 @@ fn max_pool_2x2(
     }
 }
 
+/// Max-pools the planes of `x` into `out` and `argmax`, plane by plane. See
+/// [`Graph::max_pool2d`] for the rules.
+fn max_pool_planes(x: &[f32], out: &mut [f32], argmax: &mut [f32], geo: &PoolGeometry) {
+    let (plane_in, plane_out) = (geo.height * geo.width, geo.out_height * geo.out_width);
+    // The clipped column ranges are the same for every row and plane, so they are
+    // computed once.
+    // The most common pooling, 2x2 windows with stride 2 and no padding, has its own loop.
+    let pair_pool = geo.kernel == (2, 2) && geo.stride == (2, 2) && geo.padding == (0, 0);
+    let columns: Vec<std::ops::Range<usize>> =
+        (0..geo.out_width).map(|ow| geo.window(0, ow).1).collect();
+    for ((plane, out_plane), index_plane) in x
+        .chunks_exact(plane_in)
+        .zip(out.chunks_exact_mut(plane_out))
+        .zip(argmax.chunks_exact_mut(plane_out))
+    {
+        if pair_pool {
+            max_pool_2x2(
+                plane,
+                out_plane,
+                index_plane,
+                geo.width,
+                geo.out_height,
+                geo.out_width,
+            );
+            continue;
+        }
+        for oh in 0..geo.out_height {
+            let rows = geo.window(oh, 0).0;
+            let out_row = &mut out_plane[oh * geo.out_width..(oh + 1) * geo.out_width];
+            let index_row = &mut index_plane[oh * geo.out_width..(oh + 1) * geo.out_width];
+            for ((best_out, index_out), cols) in
+                out_row.iter_mut().zip(index_row.iter_mut()).zip(&columns)
+            {
+                let mut best = f32::NEG_INFINITY;
+                let mut best_index = rows.start * geo.width + cols.start;
+                for ih in rows.clone() {
+                    let line = &plane[ih * geo.width..(ih + 1) * geo.width];
+                    for iw in cols.clone() {
+                        let v = line[iw];
+                        if (v > best || v.is_nan()) && !best.is_nan() {
+                            best = v;
+                            best_index = ih * geo.width + iw;
+                        }
+                    }
+                }
+                *best_out = best;
+                *index_out = best_index as f32;
+            }
+        }
+    }
+}
+
+/// The number of chunks of planes that pooling spreads over the rayon threads: 1 inside
+/// [`single_threaded`], else one per thread but no more than `planes`.
+fn parallel_planes(planes: usize) -> usize {
+    if is_single_threaded() {
+        1
+    } else {
+        rayon::current_num_threads().clamp(1, planes.max(1))
+    }
+}
+
 /// Adds the max-pooling gradient `g` to `dx`: each output gradient goes to the input
 /// position whose index within its plane is stored in `argmax`.
 pub(super) fn max_pool2d_backward(dx: &mut [f32], g: &[f32], argmax: &[f32], geo: &PoolGeometry) {
     let (plane_in, plane_out) = (geo.height * geo.width, geo.out_height * geo.out_width);
-    for ((dx_plane, g_plane), index_plane) in dx
-        .chunks_exact_mut(plane_in)
-        .zip(g.chunks_exact(plane_out))
-        .zip(argmax.chunks_exact(plane_out))
-    {
-        for (&gv, &index) in g_plane.iter().zip(index_plane) {
-            dx_plane[index as usize] += gv;
+    let run = |(dx, (g, argmax)): (&mut [f32], (&[f32], &[f32]))| {
+        for ((dx_plane, g_plane), index_plane) in dx
+            .chunks_exact_mut(plane_in)
+            .zip(g.chunks_exact(plane_out))
+            .zip(argmax.chunks_exact(plane_out))
+        {
+            for (&gv, &index) in g_plane.iter().zip(index_plane) {
+                dx_plane[index as usize] += gv;
+            }
         }
+    };
+    // Every plane is independent of the others, so any split gives the same result.
+    let planes = dx.len() / plane_in.max(1);
+    let tasks = parallel_planes(planes);
+    let per_task = planes.div_ceil(tasks).max(1);
+    if tasks > 1 {
+        dx.par_chunks_mut(per_task * plane_in)
+            .zip(
+                g.par_chunks(per_task * plane_out)
+                    .zip(argmax.par_chunks(per_task * plane_out)),
+            )
+            .for_each(run);
+    } else {
+        run((dx, (g, argmax)));
     }
 }
 
@@ -740,6 +1049,37 @@ impl Graph<'_> {
     /// dilation or group count of 0, groups that do not divide both channel counts, or a
     /// dilated kernel larger than the padded input).
     pub fn conv2d(&mut self, x: Var, weight: Var, bias: Option<Var>, params: Conv2dParams) -> Var {
+        self.record_conv2d(x, weight, bias, params, false)
+    }
+
+    /// Records [`Graph::conv2d`] followed by a ReLU as one node, with the same values and
+    /// gradients as `conv2d` then [`Graph::activation`] with [`Activation::Relu`]. The ReLU is
+    /// applied to each image right after its matrix multiply, while the output is still in
+    /// cache, and no separate activation node or buffer is recorded.
+    ///
+    /// # Panics
+    ///
+    /// Panics as [`Graph::conv2d`] does.
+    ///
+    /// [`Activation::Relu`]: super::Activation::Relu
+    pub fn conv2d_relu(
+        &mut self,
+        x: Var,
+        weight: Var,
+        bias: Option<Var>,
+        params: Conv2dParams,
+    ) -> Var {
+        self.record_conv2d(x, weight, bias, params, true)
+    }
+
+    fn record_conv2d(
+        &mut self,
+        x: Var,
+        weight: Var,
+        bias: Option<Var>,
+        params: Conv2dParams,
+        relu: bool,
+    ) -> Var {
         let geo = ConvGeometry::new(
             self.node(x).shape.dims(),
             self.node(weight).shape.dims(),
@@ -773,6 +1113,7 @@ impl Graph<'_> {
             &geo,
             tasks,
             keep_cols,
+            relu,
         );
         let kept_cols = if keep_cols {
             scratch
@@ -789,6 +1130,7 @@ impl Graph<'_> {
                 weight,
                 bias,
                 params,
+                relu,
             },
             shape,
             out,
@@ -827,53 +1169,24 @@ impl Graph<'_> {
         let shape = geo.output_shape(dims.dims());
         let mut out = self.ws.take_buffer(shape.numel());
         let mut argmax = self.ws.take_buffer(shape.numel());
+        let planes = dims.dims()[0] * dims.dims()[1];
+        let tasks = parallel_planes(planes);
         let (plane_in, plane_out) = (geo.height * geo.width, geo.out_height * geo.out_width);
-        // The clipped column ranges are the same for every row and plane, so they are
-        // computed once.
-        // The most common pooling, 2x2 windows with stride 2 and no padding, has its own loop.
-        let pair_pool = kernel == (2, 2) && stride == (2, 2) && padding == (0, 0);
-        let columns: Vec<std::ops::Range<usize>> =
-            (0..geo.out_width).map(|ow| geo.window(0, ow).1).collect();
-        for ((plane, out_plane), index_plane) in self
-            .value(x)
-            .chunks_exact(plane_in)
-            .zip(out.chunks_exact_mut(plane_out))
-            .zip(argmax.chunks_exact_mut(plane_out))
-        {
-            if pair_pool {
-                max_pool_2x2(
-                    plane,
-                    out_plane,
-                    index_plane,
-                    geo.width,
-                    geo.out_height,
-                    geo.out_width,
-                );
-                continue;
-            }
-            for oh in 0..geo.out_height {
-                let rows = geo.window(oh, 0).0;
-                let out_row = &mut out_plane[oh * geo.out_width..(oh + 1) * geo.out_width];
-                let index_row = &mut index_plane[oh * geo.out_width..(oh + 1) * geo.out_width];
-                for ((best_out, index_out), cols) in
-                    out_row.iter_mut().zip(index_row.iter_mut()).zip(&columns)
-                {
-                    let mut best = f32::NEG_INFINITY;
-                    let mut best_index = rows.start * geo.width + cols.start;
-                    for ih in rows.clone() {
-                        let line = &plane[ih * geo.width..(ih + 1) * geo.width];
-                        for iw in cols.clone() {
-                            let v = line[iw];
-                            if (v > best || v.is_nan()) && !best.is_nan() {
-                                best = v;
-                                best_index = ih * geo.width + iw;
-                            }
-                        }
-                    }
-                    *best_out = best;
-                    *index_out = best_index as f32;
-                }
-            }
+        let per_task = planes.div_ceil(tasks).max(1);
+        let run = |(x, (out, argmax)): (&[f32], (&mut [f32], &mut [f32]))| {
+            max_pool_planes(x, out, argmax, &geo);
+        };
+        let x_value = self.value(x);
+        if tasks > 1 {
+            x_value
+                .par_chunks(per_task * plane_in)
+                .zip(
+                    out.par_chunks_mut(per_task * plane_out)
+                        .zip(argmax.par_chunks_mut(per_task * plane_out)),
+                )
+                .for_each(run);
+        } else {
+            run((x_value, (&mut out, &mut argmax)));
         }
         let needs_grad = self.node(x).needs_grad;
         let var = self.push(
@@ -996,6 +1309,66 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn im2col_dense_matches_general() {
+        for (channels, size, kernel, padding) in [
+            (1, (5, 5), (3, 3), (0, 0)),
+            (2, (6, 4), (3, 2), (1, 0)),
+            (1, (7, 9), (5, 5), (2, 2)),
+            (3, (4, 5), (2, 3), (1, 2)),
+            (1, (3, 3), (3, 3), (0, 0)),
+        ] {
+            let params = Conv2dParams {
+                padding,
+                ..Conv2dParams::default()
+            };
+            let weight = [4, channels, kernel.0, kernel.1];
+            let geo = ConvGeometry::new(&[1, channels, size.0, size.1], &weight, params);
+            let image: Vec<f32> = (0..geo.image_len()).map(|v| v as f32 + 1.0).collect();
+            let mut dense = vec![f32::NAN; geo.col_len()];
+            let mut general = vec![f32::NAN; geo.col_len()];
+            im2col_dense(&mut dense, &image, &geo);
+            im2col_general(&mut general, &image, &geo);
+            assert_eq!(
+                dense, general,
+                "{channels} channels, {size:?}, {kernel:?}, {padding:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn col2im_unpadded_matches_general() {
+        for (channels, size, kernel) in [
+            (1, (5, 5), (3, 3)),
+            (2, (6, 4), (3, 2)),
+            (3, (4, 7), (1, 5)),
+            (1, (3, 3), (3, 3)),
+        ] {
+            let weight = [4, channels, kernel.0, kernel.1];
+            let params = Conv2dParams::default();
+            let geo = ConvGeometry::new(&[1, channels, size.0, size.1], &weight, params);
+            let col: Vec<f32> = (0..geo.col_len()).map(|v| (v % 13) as f32 - 6.0).collect();
+            let start: Vec<f32> = (0..geo.image_len()).map(|v| v as f32 * 0.5).collect();
+            let (mut unpadded, mut general) = (start.clone(), start);
+            col2im_add_unpadded(&mut unpadded, &col, &geo);
+            col2im_add_general(&mut general, &col, &geo);
+            assert_eq!(
+                unpadded, general,
+                "{channels} channels, {size:?}, {kernel:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn copy_short_copies_every_length() {
+        for len in 0..40 {
+            let src: Vec<f32> = (0..len).map(|v| v as f32).collect();
+            let mut dst = vec![-1.0; len];
+            copy_short(&mut dst, &src);
+            assert_eq!(dst, src, "length {len}");
         }
     }
 

@@ -115,12 +115,13 @@ pub(crate) enum Op {
     /// 2-D convolution of `x: [n, c_in, h, w]` with `weight: [c_out, c_in / groups, kh, kw]`
     /// and an optional `bias: [c_out]`. In a training pass where the weight needs a gradient,
     /// the node's auxiliary buffer keeps the im2col matrix of every image. Otherwise it is
-    /// empty.
+    /// empty. With `relu` true, the node's value is `max(conv, 0)`.
     Conv2d {
         x: Var,
         weight: Var,
         bias: Option<Var>,
         params: Conv2dParams,
+        relu: bool,
     },
     /// 2-D max pooling; the node's auxiliary buffer keeps, for each output value, the index
     /// of its maximum within its input plane (`ih * w + iw`) as an exact `f32`.

@@ -643,10 +643,13 @@ impl Sequential {
                     let x = to_images(graph, x, batch, input);
                     let w = graph.param(weight);
                     let b = bias.map(|b| graph.param(b));
-                    let y = graph.conv2d(x, w, b, params);
                     match activation {
-                        Some(activation) => graph.activation(y, activation),
-                        None => y,
+                        Some(Activation::Relu) => graph.conv2d_relu(x, w, b, params),
+                        Some(activation) => {
+                            let y = graph.conv2d(x, w, b, params);
+                            graph.activation(y, activation)
+                        }
+                        None => graph.conv2d(x, w, b, params),
                     }
                 }
                 Layer::Pool2d {
