@@ -142,7 +142,7 @@ pub(crate) enum Op {
     GlobalAvgPool2d(Var),
     /// Batch normalization of `x: [n, c, ...]` over every dimension but 1, with
     /// `weight: [c]` and `bias: [c]`. The node's auxiliary buffer keeps the normalized input
-    /// followed by `1 / sqrt(var + epsilon)` of each channel. `training` tells whether the
+    /// followed by `1 / sqrt(var + epsilon)` of each channel. `training` records whether the
     /// batch statistics (which depend on `x`) or constant running statistics were used.
     BatchNorm {
         x: Var,
@@ -369,7 +369,7 @@ impl<'a> Graph<'a> {
 
     /// Records a constant input of `shape` whose values `fill` writes in place, which saves a
     /// copy when the caller gathers a batch. `fill` must write every value, because the
-    /// buffer it gets holds whatever a previous step left there.
+    /// buffer it gets contains whatever a previous step left there.
     pub fn input_with(&mut self, shape: &[usize], fill: impl FnOnce(&mut [f32])) -> Var {
         let shape = Shape::new(shape);
         let mut value = self.ws.take_buffer(shape.numel());

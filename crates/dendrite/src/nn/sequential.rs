@@ -118,7 +118,7 @@ fn default_epsilon() -> f32 {
     1e-5
 }
 
-/// How [`Sequential::new`] fills a new parameter.
+/// The filling [`Sequential::new`] uses for a new parameter.
 #[derive(Debug, Clone, Copy)]
 enum Initial {
     /// Drawn from `init` with the given fan-in and fan-out.
