@@ -169,7 +169,8 @@ fn huge_learning_rate_stops_with_non_finite_error() {
             learning_rate,
             ..
         } => {
-            assert!(*epoch >= 1 && *step >= 1);
+            assert!(*epoch >= 1, "epoch {epoch}");
+            assert!(*step >= 1, "step {step}");
             assert_eq!(*learning_rate, 1e12);
         }
         other => panic!("expected a non-finite error, got {other}"),
@@ -179,7 +180,7 @@ fn huge_learning_rate_stops_with_non_finite_error() {
         message.contains("learning rate") && message.contains("too high"),
         "{message}"
     );
-    // The model holds finite weights: those of the last finished epoch, or the initial ones.
+    // The model has finite weights: those of the last finished epoch, or the initial ones.
     assert!(model.params().values().iter().all(Tensor::is_finite));
     if let Error::NonFinite { epoch: 1, .. } = error {
         assert_eq!(model.params(), &initial);

@@ -562,7 +562,7 @@ fn conv_image_backward(
     }
 }
 
-/// A gradient buffer taken from the tape, with `true` if it already holds a contribution
+/// A gradient buffer taken from the tape, with `true` if it already contains a contribution
 /// that must be added to.
 pub(super) type GradBuffer<'a> = Option<(&'a mut [f32], bool)>;
 

@@ -123,7 +123,7 @@ pub(crate) enum Op {
         params: Conv2dParams,
         relu: bool,
     },
-    /// 2-D max pooling; the node's auxiliary buffer keeps, for each output value, the index
+    /// 2-D max pooling. The node's auxiliary buffer keeps, for each output value, the index
     /// of its maximum within its input plane (`ih * w + iw`) as an exact `f32`.
     MaxPool2d {
         x: Var,

@@ -774,7 +774,7 @@ impl Sequential {
     }
 }
 
-/// Returns the `[channels, height, width]` a 2-D layer at `index` sees: a 2-D shape is one
+/// Returns the `[channels, height, width]` a 2-D layer at `index` receives: a 2-D shape is one
 /// channel.
 fn image_shape(index: usize, kind: &str, shape: &[usize]) -> Result<[usize; 3]> {
     match *shape {

@@ -370,7 +370,7 @@ fn all_finite(values: &[f32]) -> bool {
 const CHUNK: usize = 8 * 1024;
 
 /// Applies one step of the rule in `config` to one parameter (or a chunk of it) with its
-/// gradient and its two state buffers; `t` is the step number, from 1.
+/// gradient and its two state buffers. `t` is the step number, from 1.
 fn update(
     config: &OptimizerConfig,
     w: &mut [f32],

@@ -48,7 +48,7 @@ const PARALLEL_MIN_FLOPS: usize = 1 << 18;
 /// Computes `dst = lhs · rhs` (or `dst += lhs · rhs` when `accumulate` is true), where the
 /// logical shapes are `lhs: m x k`, `rhs: k x n` and `dst: m x n`, all row-major.
 ///
-/// `lhs_t` and `rhs_t` say whether each operand is stored transposed (`k x m`, `n x k`).
+/// `lhs_t` and `rhs_t` state whether each operand is stored transposed (`k x m`, `n x k`).
 ///
 /// # Panics
 ///
