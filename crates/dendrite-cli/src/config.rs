@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use dendrite::data::{self, BadFilePolicy, ColorMode, Dataset, ImageFolderConfig, Targets};
+use dendrite::data::{
+    self, BadFilePolicy, ColorMode, CsvConfig, Dataset, ImageFolderConfig, TabularPreprocessor,
+    Targets,
+};
 use dendrite::model::{InputKind, Preprocessing};
 use dendrite::nn::LayerSpec;
 use dendrite::train::TrainConfig;
@@ -27,6 +30,14 @@ pub struct Config {
 pub struct ModelConfig {
     /// The layers, in order.
     pub layers: Vec<LayerSpec>,
+    /// For a binary classifier, the class whose probability is compared with the decision
+    /// threshold (default: the second class in sorted order).
+    #[serde(default)]
+    pub positive_class: Option<String>,
+    /// For a binary classifier, the lowest probability of the positive class that predicts
+    /// it (default 0.5).
+    #[serde(default)]
+    pub decision_threshold: Option<f32>,
 }
 
 /// The `[data]` table.
@@ -67,42 +78,8 @@ pub enum DataConfig {
         #[serde(default = "default_true")]
         normalize: bool,
     },
-    /// A CSV file with a header row and numeric cells.
-    Csv {
-        train: PathBuf,
-        #[serde(default)]
-        test: Option<PathBuf>,
-        /// The target column, or several for multi-output regression.
-        target: TargetColumns,
-        task: CsvTask,
-        #[serde(default)]
-        validation_split: f64,
-    },
-}
-
-/// One target column name or a list of them.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum TargetColumns {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl TargetColumns {
-    fn names(&self) -> Vec<String> {
-        match self {
-            TargetColumns::One(name) => vec![name.clone()],
-            TargetColumns::Many(names) => names.clone(),
-        }
-    }
-}
-
-/// The kind of a CSV target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CsvTask {
-    Classification,
-    Regression,
+    /// A CSV file with a header row, numeric and categorical columns.
+    Csv(CsvConfig),
 }
 
 fn default_classes() -> usize {
@@ -131,6 +108,10 @@ impl Config {
             .training
             .validate()
             .with_context(|| format!("{}", path.display()))?;
+        if let DataConfig::Csv(csv) = &config.data {
+            csv.validate()
+                .with_context(|| format!("{}", path.display()))?;
+        }
         let split = config.data.validation_split();
         if !(0.0..1.0).contains(&split) {
             bail!(
@@ -139,6 +120,21 @@ impl Config {
             );
         }
         Ok(config)
+    }
+}
+
+/// Names the config file in front of `error` if it is an invalid setting, which is found
+/// only once the data is read (such as class weights that name an unknown class). Errors
+/// about data files already name the file.
+pub fn name_config(error: anyhow::Error, path: &Path) -> anyhow::Error {
+    let invalid_setting = matches!(
+        error.downcast_ref::<dendrite::Error>(),
+        Some(dendrite::Error::InvalidConfig(_))
+    );
+    if invalid_setting {
+        error.context(path.display().to_string())
+    } else {
+        error
     }
 }
 
@@ -175,7 +171,8 @@ impl DataConfig {
                 test_images.iter_mut().for_each(resolve);
                 test_labels.iter_mut().for_each(resolve);
             }
-            DataConfig::Csv { train, test, .. } | DataConfig::ImageFolder { train, test, .. } => {
+            DataConfig::Csv(CsvConfig { train, test, .. })
+            | DataConfig::ImageFolder { train, test, .. } => {
                 resolve(train);
                 test.iter_mut().for_each(resolve);
             }
@@ -188,9 +185,9 @@ impl DataConfig {
             DataConfig::Idx {
                 validation_split, ..
             }
-            | DataConfig::Csv {
+            | DataConfig::Csv(CsvConfig {
                 validation_split, ..
-            }
+            })
             | DataConfig::ImageFolder {
                 validation_split, ..
             } => validation_split,
@@ -203,17 +200,31 @@ impl DataConfig {
             DataConfig::Idx { normalize, .. } | DataConfig::ImageFolder { normalize, .. } => {
                 normalize
             }
-            DataConfig::Csv { .. } => false,
+            DataConfig::Csv(_) => false,
         }
     }
 
     /// Loads the data, takes the validation split from the training rows and, if configured,
-    /// standardizes every split with the channel statistics of the training split.
+    /// standardizes every split with the statistics of the training split. CSV data is
+    /// prepared by the library, which fits its preprocessing on the training rows.
     pub fn prepare(&self, seed: u64) -> Result<PreparedData> {
+        if let DataConfig::Csv(csv) = self {
+            let prepared = csv.prepare(seed)?;
+            return Ok(PreparedData {
+                train: prepared.train,
+                validation: prepared.validation,
+                test: prepared.test,
+                preprocessing: None,
+                tabular: Some(prepared.preprocessor),
+                class_weights: prepared.class_weights,
+                warnings: prepared.warnings,
+                notes: prepared.notes,
+            });
+        }
+
         let LoadedData {
             train: full_train,
             mut test,
-            columns,
             mut preprocessing,
         } = self.load()?;
         let (mut train, mut validation) =
@@ -246,13 +257,17 @@ impl DataConfig {
             train,
             validation,
             test,
-            columns,
             preprocessing,
+            tabular: None,
+            class_weights: None,
+            warnings: Vec::new(),
+            notes: Vec::new(),
         })
     }
 
-    /// Loads the training file and, if configured, the test file.
-    pub fn load(&self) -> Result<LoadedData> {
+    /// Loads the image training data and, if configured, the test data. CSV data is read by
+    /// [`CsvConfig::prepare`] instead.
+    fn load(&self) -> Result<LoadedData> {
         match self {
             DataConfig::Idx {
                 train_images,
@@ -273,7 +288,6 @@ impl DataConfig {
                 Ok(LoadedData {
                     train,
                     test,
-                    columns: None,
                     preprocessing: Some(Preprocessing {
                         input: InputKind::Idx,
                         color: None,
@@ -316,7 +330,6 @@ impl DataConfig {
                 Ok(LoadedData {
                     train: train_set,
                     test: test_set,
-                    columns: None,
                     preprocessing: Some(Preprocessing {
                         input: InputKind::ImageFolder,
                         color: Some(*color),
@@ -325,40 +338,17 @@ impl DataConfig {
                     }),
                 })
             }
-            DataConfig::Csv {
-                train,
-                test,
-                target,
-                task,
-                ..
-            } => {
-                let targets = target.names();
-                let classification = *task == CsvTask::Classification;
-                let train_set = data::read_numeric_csv(train, &targets, classification)?;
-                let test_set = match test {
-                    Some(path) => Some(data::read_numeric_csv(path, &targets, classification)?),
-                    None => None,
-                };
-                let features = data::csv_numeric::feature_names(train, &targets)?;
-                Ok(LoadedData {
-                    train: train_set,
-                    test: test_set,
-                    columns: Some((features, targets)),
-                    preprocessing: None,
-                })
-            }
+            DataConfig::Csv(_) => unreachable!("CSV data is prepared by CsvConfig::prepare"),
         }
     }
 }
 
-/// The datasets a config names, as read from disk.
-pub struct LoadedData {
-    pub train: Dataset,
-    pub test: Option<Dataset>,
-    /// For CSV data, the feature and target column names.
-    pub columns: Option<(Vec<String>, Vec<String>)>,
-    /// For image data, how inputs become features, without the channel statistics.
-    pub preprocessing: Option<Preprocessing>,
+/// The image datasets a config names, as read from disk.
+struct LoadedData {
+    train: Dataset,
+    test: Option<Dataset>,
+    /// The image preprocessing, without the channel statistics.
+    preprocessing: Option<Preprocessing>,
 }
 
 /// The training, validation and test splits, preprocessed and ready to train on.
@@ -366,10 +356,16 @@ pub struct PreparedData {
     pub train: Dataset,
     pub validation: Option<Dataset>,
     pub test: Option<Dataset>,
-    /// For CSV data, the feature and target column names.
-    pub columns: Option<(Vec<String>, Vec<String>)>,
     /// For image data, how inputs become features, to be stored with the model.
     pub preprocessing: Option<Preprocessing>,
+    /// For CSV data, the preprocessing fitted on the training rows.
+    pub tabular: Option<TabularPreprocessor>,
+    /// The weight of each class in the training loss, if configured.
+    pub class_weights: Option<Vec<f32>>,
+    /// Warnings about the data, for standard error.
+    pub warnings: Vec<String>,
+    /// Notes about the data, such as imputed values, for standard error.
+    pub notes: Vec<String>,
 }
 
 /// Splits `dataset` into training and validation rows: stratified by class for classifiers,

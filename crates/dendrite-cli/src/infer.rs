@@ -1,39 +1,30 @@
 //! `dendrite evaluate` and `dendrite predict`.
 
-use std::fmt::Write as _;
 use std::io::{ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
 use anyhow::{Context, Result, bail};
-use dendrite::data::{self, BadFilePolicy, ColorMode, ImageFolderConfig};
+use dendrite::data::tabular::TransformReport;
+use dendrite::data::{
+    self, BadFilePolicy, ColorMode, Dataset, ImageFolderConfig, TabularPreprocessor,
+};
 use dendrite::model::{self, ModelMeta, SavedModel, Task};
-use dendrite::nn::Loss;
 use dendrite::tensor::Tensor;
 use dendrite::train;
 
-/// Runs `dendrite evaluate MODEL DATA [--labels FILE]`.
-pub fn evaluate(model_path: &Path, data_path: &Path, labels: Option<&Path>) -> Result<()> {
+/// Runs `dendrite evaluate MODEL DATA [--labels FILE] [--json FILE]`.
+pub fn evaluate(
+    model_path: &Path,
+    data_path: &Path,
+    labels: Option<&Path>,
+    json: Option<&Path>,
+) -> Result<()> {
     let SavedModel { model, meta } = model::load(model_path)?;
-    let dataset = if is_csv(data_path) {
-        let columns = meta.columns.as_ref().with_context(|| {
-            format!(
-                "{}: the model was not trained on CSV data, so it cannot read a CSV file",
-                data_path.display()
-            )
-        })?;
-        let classification = matches!(meta.task, Task::Classification { .. });
-        let dataset = data::read_numeric_csv(data_path, &columns.targets, classification)?;
-        let found = data::csv_numeric::feature_names(data_path, &columns.targets)?;
-        if found != columns.features {
-            bail!(
-                "{}: feature columns {found:?} differ from the model's {:?}",
-                data_path.display(),
-                columns.features
-            );
-        }
-        dataset
+    let decision = meta.binary_decision()?;
+    let mut dataset = if reads_as_csv(data_path, &meta) {
+        read_csv_dataset(data_path, &meta)?
     } else if data_path.is_dir() {
         let config = ImageFolderConfig {
             color: image_color(&meta),
@@ -42,11 +33,11 @@ pub fn evaluate(model_path: &Path, data_path: &Path, labels: Option<&Path>) -> R
         };
         let dataset = crate::preprocess::load_folder(data_path, &config)?;
         let found = dataset.class_names().unwrap_or_default();
-        if found != class_names(&meta) {
+        if found != meta.class_names() {
             bail!(
                 "{}: class folders {found:?} differ from the model's classes {:?}",
                 data_path.display(),
-                class_names(&meta)
+                meta.class_names()
             );
         }
         dataset
@@ -55,130 +46,158 @@ pub fn evaluate(model_path: &Path, data_path: &Path, labels: Option<&Path>) -> R
             Some(path) => path.to_path_buf(),
             None => idx_labels_for(data_path)?,
         };
-        let classes = class_names(&meta).len();
+        let classes = meta.class_names().len();
         data::load_idx_dataset(data_path, &labels, classes)?
     };
-    let mut dataset = dataset;
     prepare_features(&meta, &mut dataset.features, data_path)?;
 
-    let evaluation = train::evaluate(&model, &dataset, meta.loss, 256);
-    println!("rows      {}", dataset.len());
-    println!("loss      {:.4}", evaluation.loss);
-    for (name, value) in &evaluation.metrics {
-        println!("{name:<9} {value:.4}");
-    }
-    if let Some(confusion) = &evaluation.confusion {
-        println!("\n{}", confusion_table(confusion, class_names(&meta)));
+    let evaluation = train::evaluate_with(&model, &dataset, meta.loss, 256, decision);
+    let names = crate::train::output_names(&meta.task);
+    print!(
+        "{}",
+        crate::report::evaluation_table(&evaluation, dataset.len(), &names)
+    );
+
+    if let Some(path) = json {
+        let mut object = evaluation.to_json(&names);
+        object["rows"] = dataset.len().into();
+        let mut bytes = serde_json::to_vec_pretty(&object)?;
+        bytes.push(b'\n');
+        model::write_atomic(path, &bytes)?;
     }
     Ok(())
+}
+
+/// Reads a labelled CSV file with the model's stored preprocessing and reports its warnings
+/// on standard error.
+fn read_csv_dataset(path: &Path, meta: &ModelMeta) -> Result<Dataset> {
+    let tabular = tabular_of(meta, path)?;
+    let table = tabular.read_table(path)?;
+    let (features, report) = tabular.transform(&table)?;
+    report_transform(&report, path);
+    let class_names = match &meta.task {
+        Task::Classification { class_names } => Some(class_names.as_slice()),
+        Task::Regression { .. } => None,
+    };
+    let targets = tabular.read_targets(&table, class_names)?;
+    Ok(Dataset::new(features, targets)?)
+}
+
+/// Returns the CSV preprocessing of a model.
+fn tabular_of<'m>(meta: &'m ModelMeta, path: &Path) -> Result<&'m TabularPreprocessor> {
+    meta.tabular.as_ref().with_context(|| {
+        format!(
+            "{}: the model was not trained on CSV data, so it cannot read a CSV file",
+            path.display()
+        )
+    })
+}
+
+/// Prints the warning about unknown categories and the note about imputed values of a
+/// transform on standard error.
+fn report_transform(report: &TransformReport, path: &Path) {
+    let source = path.display().to_string();
+    if let Some(warning) = report.unknown_warning(&source) {
+        eprintln!("warning: {warning}");
+    }
+    if let Some(note) = report.imputed_note(&source) {
+        eprintln!("note: {note}");
+    }
 }
 
 /// Runs `dendrite predict MODEL INPUT [--out FILE]`.
 pub fn predict(model_path: &Path, input: &Path, out: Option<&Path>) -> Result<()> {
     let SavedModel { model, meta } = model::load(model_path)?;
-    // The first column names image inputs by file and other inputs by row number.
-    let (mut features, files) = if is_csv(input) {
-        (read_csv_features(input, &meta)?, None)
+    let decision = meta.binary_decision()?;
+
+    // The first column names each row: by the configured ID column for CSV input, by file
+    // for image input, and by row number otherwise.
+    let (mut features, row_names, first_column) = if reads_as_csv(input, &meta) {
+        let tabular = tabular_of(&meta, input)?;
+        let table = tabular.read_table(input)?;
+        let (features, report) = tabular.transform(&table)?;
+        report_transform(&report, input);
+        match (tabular.read_ids(&table)?, &tabular.id_column) {
+            (Some(ids), Some(id_column)) => (features, Some(ids), id_column.clone()),
+            _ => (features, None, "row".to_string()),
+        }
     } else if input.is_dir() || has_image_extension(input) {
         let (features, files) = read_images(input, &meta)?;
-        (features, Some(files))
+        (features, Some(files), "file".to_string())
     } else {
-        (data::read_idx_images(input)?, None)
+        (data::read_idx_images(input)?, None, "row".to_string())
     };
     prepare_features(&meta, &mut features, input)?;
 
     let outputs = model.predict(&features, 256);
     let width = outputs.dims2().1;
-    let row_name = |row: usize| match &files {
-        Some(files) => csv_field(&files[row]),
+    let row_name = |row: usize| match &row_names {
+        Some(names) => names[row].clone(),
         None => row.to_string(),
     };
-    let mut csv = String::new();
+
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let mut record: Vec<String> = vec![first_column];
     match &meta.task {
         Task::Classification { class_names } => {
-            csv.push_str(if files.is_some() {
-                "file,predicted"
-            } else {
-                "row,predicted"
-            });
-            for name in class_names {
-                write!(csv, ",prob_{name}").expect("writing to a String cannot fail");
-            }
-            csv.push('\n');
-            let predicted = train::predicted_classes(outputs.data(), width);
-            for (row, (values, class)) in outputs.data().chunks(width).zip(predicted).enumerate() {
-                write!(csv, "{},{}", row_name(row), class_names[class])
-                    .expect("writing to a String cannot fail");
-                for p in probabilities(values, meta.loss) {
-                    write!(csv, ",{p:.6}").expect("writing to a String cannot fail");
-                }
-                csv.push('\n');
+            record.push("predicted".to_string());
+            record.extend(class_names.iter().map(|name| format!("prob_{name}")));
+            writer.write_record(&record)?;
+
+            let classes = class_names.len();
+            let (probabilities, predicted) =
+                train::classify(outputs.data(), width, meta.loss, decision);
+            for (row, (values, class)) in probabilities.chunks(classes).zip(predicted).enumerate() {
+                record.clear();
+                record.push(row_name(row));
+                record.push(class_names[class].clone());
+                record.extend(values.iter().map(|p| format!("{p:.6}")));
+                writer.write_record(&record)?;
             }
         }
         Task::Regression { target_names } => {
-            csv.push_str(if files.is_some() { "file" } else { "row" });
-            for (i, name) in target_names.iter().enumerate().take(width) {
-                let name = if name.is_empty() {
-                    format!("output_{i}")
-                } else {
-                    name.clone()
-                };
-                write!(csv, ",{name}").expect("writing to a String cannot fail");
-            }
-            csv.push('\n');
+            record.extend((0..width).map(|i| match target_names.get(i) {
+                Some(name) if !name.is_empty() => name.clone(),
+                _ => format!("output_{i}"),
+            }));
+            writer.write_record(&record)?;
+
             for (row, values) in outputs.data().chunks(width).enumerate() {
-                write!(csv, "{}", row_name(row)).expect("writing to a String cannot fail");
-                for v in values {
-                    write!(csv, ",{v}").expect("writing to a String cannot fail");
-                }
-                csv.push('\n');
+                record.clear();
+                record.push(row_name(row));
+                record.extend(values.iter().map(f32::to_string));
+                writer.write_record(&record)?;
             }
         }
     }
+    let csv = writer
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("cannot format the predictions as CSV: {e}"))?;
 
     match out {
-        Some(path) => model::write_atomic(path, csv.as_bytes())?,
+        Some(path) => model::write_atomic(path, &csv)?,
         None => write_stdout(&csv)?,
     }
     Ok(())
 }
 
-/// Writes `text` to standard output. A reader that closes the pipe early, as `head` does,
+/// Writes `bytes` to standard output. A reader that closes the pipe early, as `head` does,
 /// has all the rows it wants, so a broken pipe ends the output without an error.
-fn write_stdout(text: &str) -> Result<()> {
+fn write_stdout(bytes: &[u8]) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == ErrorKind::BrokenPipe => Ok(()),
         Err(error) => Err(error).context("cannot write the predictions to standard output"),
     }
 }
 
-/// Turns one row of model outputs into class probabilities.
-fn probabilities(logits: &[f32], loss: Loss) -> Vec<f32> {
-    if logits.len() == 1 || loss == Loss::BinaryCrossEntropy {
-        let p = 1.0 / (1.0 + (-logits[0]).exp());
-        return vec![1.0 - p, p];
-    }
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = logits.iter().map(|&z| (z - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.iter().map(|e| e / sum).collect()
-}
-
-fn class_names(meta: &ModelMeta) -> &[String] {
-    match &meta.task {
-        Task::Classification { class_names } => class_names,
-        Task::Regression { .. } => &[],
-    }
-}
-
-fn is_csv(path: &Path) -> bool {
+/// Returns true if `path` is read as CSV: a file named `.csv` or `.csv.gz`, or for a model
+/// trained on CSV data, any file that is not an image (such as `.tsv` or `.txt`).
+fn reads_as_csv(path: &Path, meta: &ModelMeta) -> bool {
     let name = path.to_string_lossy().to_lowercase();
-    name.ends_with(".csv") || name.ends_with(".csv.gz")
+    let csv_name = name.ends_with(".csv") || name.ends_with(".csv.gz");
+    csv_name || (meta.tabular.is_some() && !path.is_dir() && !has_image_extension(path))
 }
 
 /// Finds the label file of an MNIST-named image file: `...images-idx3-ubyte...` pairs with
@@ -351,15 +370,6 @@ fn list_images(dir: &Path, paths: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Quotes a CSV field that contains a comma, a quote or a line break.
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_string()
-    }
-}
-
 /// Runs `dendrite export-images IMAGES LABELS OUT_DIR`: writes IDX images as PNG files under
 /// `OUT_DIR/<label>/`.
 pub fn export_images(
@@ -399,89 +409,4 @@ fn check_input_shape(meta: &ModelMeta, features: &Tensor, path: &Path) -> Result
         );
     }
     Ok(())
-}
-
-/// Reads the model's feature columns from a CSV file by name, in any column order; other
-/// columns are ignored.
-fn read_csv_features(path: &Path, meta: &ModelMeta) -> Result<Tensor> {
-    let columns = meta.columns.as_ref().with_context(|| {
-        format!(
-            "{}: the model was not trained on CSV data, so it cannot read a CSV file",
-            path.display()
-        )
-    })?;
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let header = reader
-        .headers()
-        .with_context(|| format!("{}: cannot read the header", path.display()))?
-        .clone();
-    let mut indices = Vec::with_capacity(columns.features.len());
-    for name in &columns.features {
-        match header.iter().position(|h| h == name) {
-            Some(i) => indices.push(i),
-            None => bail!(
-                "{}: column \"{name}\" is missing; the model needs {:?}",
-                path.display(),
-                columns.features
-            ),
-        }
-    }
-    let mut values = Vec::new();
-    let mut rows = 0;
-    for record in reader.records() {
-        let record = record.with_context(|| format!("cannot read {}", path.display()))?;
-        let line = record.position().map_or(0, |p| p.line());
-        for (&i, name) in indices.iter().zip(&columns.features) {
-            let cell = record.get(i).unwrap_or("");
-            let value: f32 = cell
-                .parse()
-                .ok()
-                .filter(|v: &f32| v.is_finite())
-                .with_context(|| {
-                    format!(
-                        "{}: line {line}, column \"{name}\": value \"{cell}\" is not a number",
-                        path.display()
-                    )
-                })?;
-            values.push(value);
-        }
-        rows += 1;
-    }
-    if rows == 0 {
-        bail!(
-            "{}: the file has no data rows after the header",
-            path.display()
-        );
-    }
-    Ok(Tensor::from_vec(&[rows, indices.len()], values))
-}
-
-/// Formats a confusion matrix with true classes as rows and predicted classes as columns.
-fn confusion_table(confusion: &[Vec<usize>], names: &[String]) -> String {
-    let label = |i: usize| names.get(i).cloned().unwrap_or_else(|| i.to_string());
-    let width = confusion
-        .iter()
-        .flatten()
-        .map(|c| c.to_string().len())
-        .chain((0..confusion.len()).map(|i| label(i).len()))
-        .max()
-        .unwrap_or(1)
-        .max(4);
-    let mut table = format!(
-        "confusion matrix (rows: true class, columns: predicted)\n{:>width$}",
-        ""
-    );
-    for j in 0..confusion.len() {
-        write!(table, " {:>width$}", label(j)).expect("writing to a String cannot fail");
-    }
-    for (i, row) in confusion.iter().enumerate() {
-        write!(table, "\n{:>width$}", label(i)).expect("writing to a String cannot fail");
-        for count in row {
-            write!(table, " {count:>width$}").expect("writing to a String cannot fail");
-        }
-    }
-    table
 }

@@ -1,11 +1,13 @@
-//! The `dendrite` command: train, evaluate and predict from a TOML config.
+//! The `dendrite` command: train, cross-validate, evaluate and predict from a TOML config.
 //!
 //! Exit codes: 0 on success, 1 when training stops on a NaN or infinite value, 2 for any
 //! other error (bad config, bad data, unreadable files).
 
 mod config;
+mod cv;
 mod infer;
 mod preprocess;
+mod report;
 mod train;
 
 use std::path::PathBuf;
@@ -40,12 +42,40 @@ CONFIG KEYS (TOML). Relative paths are resolved against the folder of the config
                     training split (default true)
   The color mode, size and channel statistics are stored in model.json, and evaluate and
   predict apply them to new images.
-  For format = \"csv\" (a header row, numeric cells):
-  train, test       the training file and an optional test file
+  For format = \"csv\" (a header row; numeric and categorical columns):
+  train             the training file (.csv, or gzip-compressed); the validation and test
+                    splits come from it
+  test              optional test file with the same columns, in any order
   target            the target column name, or a list of names for several outputs
-  task              \"classification\" (integer labels) or \"regression\"
+  task              \"classification\" (integer or text labels) or \"regression\"
+  test_split        fraction of the training file held out as the test split (default 0;
+                    stratified by class for classifiers; not with test)
+  delimiter         \",\", \";\", \"\\t\" or another character (default: detected among
+                    comma, semicolon and tab)
+  ignore            columns to leave out, such as free text: [\"comment\"]
+  id_column         a column that names each row; not a feature, and predict copies it
+  column_types      kinds that override the inferred ones:
+                    { rate = \"categorical\", code = \"numeric\" }; a column is inferred numeric
+                    if all its present values are numbers
+  missing_values    cell texts that mean a missing value (default [\"\", \"NA\", \"?\"])
+  missing           \"error\" (default), \"mean\" (mean of numeric columns, most frequent
+                    category) or \"most_frequent\" (most frequent value of every column)
+  missing_indicator add a 0/1 feature for each column with missing training values
+                    (default false)
+  unknown_category  a category not seen in training: \"error\" (default) or \"ignore\"
+                    (encoded as all zeros; such rows are counted on standard error)
+  standardize       scale numeric columns to mean 0 and standard deviation 1 (default true)
+  class_weights     \"balanced\" or { bad = 5.0, good = 1.0 } (classes not listed get 1)
+  The column kinds are inferred from the whole training file. Means, standard deviations,
+  categories and imputed values come from the training split only; model.json stores them,
+  and evaluate and predict apply them to new files.
 
 [model]
+  positive_class    for two classes: the class whose probability decides (default: the
+                    second class in sorted order)
+  decision_threshold  for two classes: the lowest probability of the positive class that
+                    predicts it (default 0.5); stored in model.json and used by evaluate
+                    and predict
   layers            a list of tables, applied in order:
                     { type = \"dense\", units = N, activation = \"relu\", init = \"he_uniform\",
                       bias = true }
@@ -84,7 +114,7 @@ CONFIG KEYS (TOML). Relative paths are resolved against the folder of the config
   max_shift         random translation of up to this many pixels along each axis
 ";
 
-/// Train, evaluate and use neural networks from a TOML config.
+/// Train, cross-validate, evaluate and use neural networks from a TOML config.
 #[derive(Debug, Parser)]
 #[command(name = "dendrite", version, about, max_term_width = 100)]
 struct Cli {
@@ -114,25 +144,53 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Print loss, accuracy and the confusion matrix of a saved model on a data set.
+    /// Estimate a config's test figures by k-fold cross-validation on its training file.
+    ///
+    /// Each fold trains a new model on the other folds, with the preprocessing fitted on
+    /// them, and evaluates it on the fold. Prints each fold's metrics, then the mean and the
+    /// sample standard deviation of each metric. The test split (data.test_split) is left
+    /// out and a test file is not read. Only format = "csv" is supported.
+    Cv {
+        /// The TOML config.
+        config: PathBuf,
+        /// Number of folds, stratified by class for classifiers.
+        #[arg(long, value_name = "K", default_value_t = 5)]
+        folds: usize,
+        /// Also write the per-fold metrics, means and standard deviations to FILE as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Print the loss and metrics of a saved model on a labelled data set.
+    ///
+    /// Classifiers: accuracy, precision, recall and F1 per class and macro-averaged, ROC AUC
+    /// for two classes, and the confusion matrix. Regression: MSE, RMSE, MAE and R².
     Evaluate {
         /// The model folder (or its model.json).
         model: PathBuf,
         /// An IDX image file (labels are found by MNIST naming or given with --labels), an image
         /// folder with one subfolder per class, or a CSV file with the model's feature and
-        /// target columns.
+        /// target columns (in any order).
         data: PathBuf,
         /// The IDX label file that goes with DATA.
         #[arg(long, value_name = "FILE")]
         labels: Option<PathBuf>,
+        /// Also write the metrics to FILE as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
-    /// Write the predicted class and the class probabilities of each row as CSV.
+    /// Write the predicted class and the class probabilities (or the predicted values) of
+    /// each row as CSV.
+    ///
+    /// The first column names the row: the model's ID column for CSV input if it has one,
+    /// the file for image input, the row number otherwise. A binary classifier predicts with
+    /// its stored decision threshold.
     Predict {
         /// The model folder (or its model.json).
         model: PathBuf,
         /// An image file (.png, .jpg, .jpeg), a folder of image files, an IDX image file, or a
-        /// CSV file with the model's feature columns (in any order). A folder is searched
-        /// recursively, and its rows are sorted and named by the path relative to it.
+        /// CSV file with the model's feature columns (in any order; other columns are
+        /// ignored). A folder is searched recursively, and its rows are sorted and named by
+        /// the path relative to it.
         input: PathBuf,
         /// Write the CSV to this file instead of standard output.
         #[arg(long, value_name = "FILE")]
@@ -178,11 +236,17 @@ fn main() -> ExitCode {
     };
     let result = pool.install(|| match cli.command {
         Command::Train { config, out, quiet } => train::run(&config, out, quiet),
+        Command::Cv {
+            config,
+            folds,
+            json,
+        } => cv::run(&config, folds, json.as_deref()),
         Command::Evaluate {
             model,
             data,
             labels,
-        } => infer::evaluate(&model, &data, labels.as_deref()),
+            json,
+        } => infer::evaluate(&model, &data, labels.as_deref(), json.as_deref()),
         Command::Predict { model, input, out } => infer::predict(&model, &input, out.as_deref()),
         Command::ExportImages {
             images,

@@ -1,19 +1,19 @@
 //! `dendrite train`.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use dendrite::data::Targets;
-use dendrite::model::{self, Columns, Preprocessing, Task};
+use anyhow::{Context, Result, bail};
+use dendrite::data::{Dataset, Targets};
+use dendrite::model::{self, DecisionThreshold, ModelInfo, Task};
 use dendrite::nn::Sequential;
-use dendrite::train::{self, Callback, EpochRecord, Evaluation};
+use dendrite::train::{self, Callback, EpochRecord, Evaluation, FitOptions};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value};
 
-use crate::config::{Config, PreparedData};
+use crate::config::{Config, ModelConfig, PreparedData, name_config};
 
 /// Runs `dendrite train CONFIG [--out DIR]`.
 pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> {
@@ -25,27 +25,42 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         train: train_set,
         validation: validation_set,
         test,
-        columns,
         preprocessing,
-    } = config.data.prepare(config.training.seed)?;
+        tabular,
+        class_weights,
+        warnings,
+        notes,
+    } = config
+        .data
+        .prepare(config.training.seed)
+        .map_err(|e| name_config(e, config_path))?;
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
     let mut model = Sequential::new(
         train_set.feature_shape(),
         config.model.layers.clone(),
         config.training.seed,
     )
     .with_context(|| format!("{}: [model]", config_path.display()))?;
-    let task = match &train_set.targets {
-        Targets::Classes { class_names, .. } => Task::Classification {
-            class_names: class_names.clone(),
-        },
-        Targets::Values(_) => Task::Regression {
-            target_names: columns
-                .as_ref()
-                .map(|(_, targets)| targets.clone())
-                .unwrap_or_default(),
-        },
+    let target_names = tabular
+        .as_ref()
+        .map(|tabular| tabular.targets.clone())
+        .unwrap_or_default();
+    let task = task_of(&train_set, target_names);
+    let decision_threshold = decision_threshold(&config.model, &task)
+        .with_context(|| format!("{}: [model]", config_path.display()))?;
+    let info = ModelInfo {
+        loss: config.training.loss,
+        task,
+        preprocessing,
+        tabular,
+        decision_threshold,
     };
-    let columns = columns.map(|(features, targets)| Columns { features, targets });
+    let decision = info.binary_decision()?;
 
     let out_dir = out.unwrap_or_else(|| {
         let stem = config_path
@@ -69,17 +84,16 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         metrics: None,
         last_save: Instant::now(),
         rows_in_epoch: 0,
-        loss: config.training.loss,
-        task: &task,
-        columns: &columns,
-        preprocessing: &preprocessing,
+        info: &info,
         epochs: config.training.epochs,
     };
-    let fitted = train::fit(
+    let options = FitOptions { class_weights };
+    let fitted = train::fit_with(
         &mut model,
         &train_set,
         validation_set.as_ref(),
         &config.training,
+        &options,
         &mut progress,
     );
     if let Some(bar) = &progress.bar {
@@ -89,14 +103,7 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         Ok(history) => history,
         Err(error @ dendrite::Error::NonFinite { .. }) => {
             // `fit` has put back the last finite weights; keep them on disk.
-            model::save_with_preprocessing(
-                &out_dir,
-                &model,
-                config.training.loss,
-                task.clone(),
-                columns.clone(),
-                preprocessing.clone(),
-            )?;
+            model::save(&out_dir, &model, &info)?;
             return Err(anyhow::Error::new(error).context(format!(
                 "training stopped; the last good model is in {}",
                 out_dir.display()
@@ -111,39 +118,34 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         println!("the model holds the weights of epoch {best}");
     }
 
-    // Final figures; the test split is read here and nowhere else.
+    // Final figures; the test split is evaluated here and nowhere else.
     let batch = config.training.batch_size.max(256);
-    let mut summary = BTreeMap::new();
-    let train_eval = train::evaluate(&model, &train_set, config.training.loss, batch);
-    summary.insert("train", train_eval.to_map());
-    if let Some(validation) = &validation_set {
-        summary.insert(
-            "validation",
-            train::evaluate(&model, validation, config.training.loss, batch).to_map(),
-        );
+    let names = output_names(&info.task);
+    let evaluate =
+        |dataset: &Dataset| train::evaluate_with(&model, dataset, info.loss, batch, decision);
+    let mut summary = Map::new();
+    let train_eval = evaluate(&train_set);
+    summary.insert("train".into(), train_eval.to_json(&names));
+    let validation_eval = validation_set.as_ref().map(evaluate);
+    if let Some(evaluation) = &validation_eval {
+        summary.insert("validation".into(), evaluation.to_json(&names));
     }
-    let test_eval = test
-        .as_ref()
-        .map(|test| train::evaluate(&model, test, config.training.loss, batch));
-    if let Some(test_eval) = &test_eval {
-        summary.insert("test", test_eval.to_map());
+    let test_eval = test.as_ref().map(evaluate);
+    if let Some(evaluation) = &test_eval {
+        summary.insert("test".into(), evaluation.to_json(&names));
     }
 
-    model::save_with_preprocessing(
-        &out_dir,
-        &model,
-        config.training.loss,
-        task,
-        columns,
-        preprocessing,
-    )?;
-    let mut json = serde_json::to_vec_pretty(&summary)?;
+    model::save(&out_dir, &model, &info)?;
+    let mut json = serde_json::to_vec_pretty(&Value::Object(summary))?;
     json.push(b'\n');
     model::write_atomic(&out_dir.join("summary.json"), &json)?;
 
     print_final("train", &train_eval);
-    if let Some(test_eval) = &test_eval {
-        print_final("test", test_eval);
+    if let Some(evaluation) = &validation_eval {
+        print_final("validation", evaluation);
+    }
+    if let Some(evaluation) = &test_eval {
+        print_final("test", evaluation);
     }
     println!(
         "model written to {} in {:.1} s",
@@ -151,6 +153,68 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Returns the task of a model trained on `dataset`: its classes, or regression with the
+/// target column names (empty for data without column names).
+pub fn task_of(dataset: &Dataset, target_names: Vec<String>) -> Task {
+    match &dataset.targets {
+        Targets::Classes { class_names, .. } => Task::Classification {
+            class_names: class_names.clone(),
+        },
+        Targets::Values(_) => Task::Regression { target_names },
+    }
+}
+
+/// Returns the class names of a classifier or the target names of a regression model.
+pub fn output_names(task: &Task) -> Vec<String> {
+    match task {
+        Task::Classification { class_names } => class_names.clone(),
+        Task::Regression { target_names } => target_names.clone(),
+    }
+}
+
+/// Returns the decision rule to store for a binary classifier: the configured positive class
+/// and threshold, or the second class at 0.5. Returns `None` for other models.
+///
+/// # Errors
+///
+/// Fails if a positive class or threshold is set for a model that is not a binary
+/// classifier, if the positive class is not one of the two classes, or if the threshold is
+/// not in `[0, 1]`.
+pub fn decision_threshold(model: &ModelConfig, task: &Task) -> Result<Option<DecisionThreshold>> {
+    let class_names = match task {
+        Task::Classification { class_names } if class_names.len() == 2 => class_names,
+        _ => {
+            if model.positive_class.is_some() || model.decision_threshold.is_some() {
+                bail!(
+                    "positive_class and decision_threshold apply to binary classifiers only, but \
+                     this model has {}",
+                    match task {
+                        Task::Classification { class_names } =>
+                            format!("{} classes", class_names.len()),
+                        Task::Regression { .. } => "regression targets".to_string(),
+                    }
+                );
+            }
+            return Ok(None);
+        }
+    };
+
+    let positive_class = match &model.positive_class {
+        Some(name) if class_names.contains(name) => name.clone(),
+        Some(name) => bail!(
+            "positive_class = \"{name}\" is not one of the classes {}",
+            class_names.join(", ")
+        ),
+        None => class_names[1].clone(),
+    };
+    let stored = DecisionThreshold {
+        positive_class,
+        threshold: model.decision_threshold.unwrap_or(0.5),
+    };
+    model::binary_decision(task, Some(&stored))?;
+    Ok(Some(stored))
 }
 
 fn print_final(split: &str, evaluation: &Evaluation) {
@@ -174,10 +238,7 @@ struct Progress<'a> {
     metrics: Option<BufWriter<fs::File>>,
     last_save: Instant,
     rows_in_epoch: usize,
-    loss: dendrite::nn::Loss,
-    task: &'a Task,
-    columns: &'a Option<Columns>,
-    preprocessing: &'a Option<Preprocessing>,
+    info: &'a ModelInfo,
     epochs: usize,
 }
 
@@ -253,14 +314,7 @@ impl Callback for Progress<'_> {
         // The model on disk follows training at most every few seconds; the final model is
         // written after training either way.
         if self.last_save.elapsed() >= SAVE_INTERVAL {
-            model::save_with_preprocessing(
-                self.out_dir,
-                model,
-                self.loss,
-                self.task.clone(),
-                self.columns.clone(),
-                self.preprocessing.clone(),
-            )?;
+            model::save(self.out_dir, model, self.info)?;
             self.last_save = Instant::now();
         }
         Ok(())

@@ -1,12 +1,69 @@
-//! `dendrite train` on bad data and bad configs: each case must exit with code 2 and one
-//! line on stderr that names the file and the problem, must not panic, and must not write a
-//! model.
+//! `dendrite train` on bad data and bad configs (IDX and CSV): each case must exit with
+//! code 2 and one line on stderr that names the file and the problem, must not panic, and
+//! must not write a model.
 
 mod common;
 
 use std::path::Path;
 
 use common::{TempDir, idx_config, repo_path, toml_path, train};
+
+/// Writes a config that trains a one-layer classifier (or regression model) on the CSV file
+/// `train` for one epoch. `extra_data` and `extra_model` are added to those tables.
+fn csv_config(
+    dir: &TempDir,
+    train: &Path,
+    task: &str,
+    extra_data: &str,
+    extra_model: &str,
+) -> std::path::PathBuf {
+    let (units, loss) = if task == "regression" {
+        (1, "mse")
+    } else {
+        (2, "cross_entropy")
+    };
+    let text = format!(
+        r#"[data]
+format = "csv"
+train = "{train}"
+target = "y"
+task = "{task}"
+{extra_data}
+
+[model]
+{extra_model}
+layers = [
+  {{ type = "dense", units = {units} }},
+]
+
+[training]
+epochs = 1
+batch_size = 4
+loss = "{loss}"
+
+[training.optimizer]
+type = "sgd"
+learning_rate = 0.1
+"#,
+        train = toml_path(train),
+    );
+    dir.write("config.toml", text)
+}
+
+/// Trains on a CSV file with `contents` and checks that the run is rejected with a message
+/// that names the file and contains every one of `expected`.
+fn assert_csv_rejected(name: &str, contents: &str, extra_data: &str, expected: &[&str]) {
+    let dir = TempDir::new(name);
+    let data = dir.write("data.csv", contents);
+    let config = csv_config(&dir, &data, "classification", extra_data, "");
+    let out = dir.join("run");
+
+    let run = train(&config, &out);
+
+    let mut fragments = vec![data.to_str().unwrap()];
+    fragments.extend_from_slice(expected);
+    assert_rejected(&run, &out, &fragments);
+}
 use dendrite::data::{write_idx_images, write_idx_labels};
 use dendrite::tensor::Tensor;
 
@@ -281,4 +338,175 @@ fn dense_layer_with_zero_units() {
     let run = train(&config, &out);
 
     assert_rejected(&run, &out, &[&config.display().to_string(), "units = 0"]);
+}
+
+#[test]
+fn csv_missing_target_column() {
+    assert_csv_rejected(
+        "csv-no-target",
+        "a,b,label\n1,2,x\n3,4,y\n",
+        "",
+        &[
+            "column \"y\" of data.target is not in the header",
+            "\"a\", \"b\", \"label\"",
+        ],
+    );
+}
+
+#[test]
+fn csv_text_in_numeric_column() {
+    assert_csv_rejected(
+        "csv-text-in-number",
+        "a,b,y\n1,2,x\n3,4,y\n5,six,x\n",
+        "column_types = { b = \"numeric\" }",
+        &[
+            "line 4, column \"b\"",
+            "value \"six\" is not a finite number",
+        ],
+    );
+}
+
+#[test]
+fn csv_unknown_category_in_test_file() {
+    let dir = TempDir::new("csv-unknown-category");
+    let data = dir.write("data.csv", "a,city,y\n1,Paris,x\n2,Lyon,y\n3,Paris,x\n");
+    let test = dir.write("test.csv", "y,city,a\nx,Paris,1\ny,Berlin,2\n");
+    let test_line = format!("test = \"{}\"", toml_path(&test));
+    let config = csv_config(&dir, &data, "classification", &test_line, "");
+    let out = dir.join("run");
+
+    let run = train(&config, &out);
+
+    assert_rejected(
+        &run,
+        &out,
+        &[
+            test.to_str().unwrap(),
+            "line 3, column \"city\"",
+            "category \"Berlin\" did not occur in the training rows",
+            "unknown_category = \"ignore\"",
+        ],
+    );
+}
+
+#[test]
+fn csv_empty_file() {
+    assert_csv_rejected("csv-empty", "", "", &["the file is empty"]);
+    assert_csv_rejected("csv-header-only", "a,y\n", "", &["no data rows"]);
+}
+
+#[test]
+fn csv_ragged_row() {
+    assert_csv_rejected(
+        "csv-ragged",
+        "a,b,y\n1,2,x\n3,y\n",
+        "",
+        &["line 3 has 2 cells but the header has 3 columns"],
+    );
+}
+
+#[test]
+fn csv_missing_value_rejected() {
+    assert_csv_rejected(
+        "csv-missing-value",
+        "a,b,y\n1,2,x\n3,NA,y\n",
+        "",
+        &[
+            "line 3, column \"b\"",
+            "missing value (\"NA\")",
+            "data.missing",
+        ],
+    );
+}
+
+#[test]
+fn csv_missing_target_value() {
+    assert_csv_rejected(
+        "csv-missing-target",
+        "a,y\n1,x\n2,\n3,y\n",
+        "",
+        &["line 3, column \"y\"", "the target is missing"],
+    );
+}
+
+#[test]
+fn csv_unknown_data_key() {
+    let dir = TempDir::new("csv-unknown-key");
+    let data = dir.write("data.csv", "a,y\n1,x\n2,y\n");
+    let config = csv_config(&dir, &data, "classification", "standardise = false", "");
+    let out = dir.join("run");
+
+    let run = train(&config, &out);
+
+    assert_rejected(
+        &run,
+        &out,
+        &[
+            &config.display().to_string(),
+            "unknown field `standardise`",
+            "`standardize`",
+            "`missing`",
+        ],
+    );
+}
+
+#[test]
+fn csv_unknown_positive_class() {
+    let dir = TempDir::new("csv-positive-class");
+    let data = dir.write("data.csv", "a,y\n1,x\n2,y\n");
+    let config = csv_config(&dir, &data, "classification", "", "positive_class = \"z\"");
+    let out = dir.join("run");
+
+    let run = train(&config, &out);
+
+    assert_rejected(
+        &run,
+        &out,
+        &[
+            &config.display().to_string(),
+            "positive_class = \"z\" is not one of the classes x, y",
+        ],
+    );
+}
+
+#[test]
+fn csv_threshold_on_regression() {
+    let dir = TempDir::new("csv-threshold-regression");
+    let data = dir.write("data.csv", "a,y\n1,0.5\n2,1.5\n");
+    let config = csv_config(&dir, &data, "regression", "", "decision_threshold = 0.3");
+    let out = dir.join("run");
+
+    let run = train(&config, &out);
+
+    assert_rejected(
+        &run,
+        &out,
+        &["apply to binary classifiers only", "regression targets"],
+    );
+}
+
+#[test]
+fn csv_class_weight_for_unknown_class() {
+    let dir = TempDir::new("csv-class-weights");
+    let data = dir.write("data.csv", "a,y\n1,x\n2,y\n");
+    let config = csv_config(
+        &dir,
+        &data,
+        "classification",
+        "class_weights = { z = 2.0 }",
+        "",
+    );
+    let out = dir.join("run");
+
+    let run = train(&config, &out);
+
+    assert_rejected(
+        &run,
+        &out,
+        &[
+            &config.display().to_string(),
+            "data.class_weights names class \"z\"",
+            "its classes are x, y",
+        ],
+    );
 }

@@ -8,18 +8,12 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 
 use common::{
-    TempDir, dendrite, fixture, load_params, mnist_config, predicted_column, repo_path, toml_path,
-    train,
+    TempDir, dendrite, fixture, load_params, mnist_config, predicted_column, read_json, repo_path,
+    toml_path, train,
 };
 use dendrite::data::{read_idx_images, read_idx_labels};
 use dendrite::model::Task;
 use dendrite::train::predicted_classes;
-
-fn read_json(path: &std::path::Path) -> serde_json::Value {
-    let bytes =
-        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// Parses `metrics.jsonl` into one JSON object per epoch.
 fn read_metrics(path: &std::path::Path) -> Vec<serde_json::Value> {
@@ -394,6 +388,7 @@ format = "csv"
 train = "{train}"
 target = "label"
 task = "classification"
+standardize = false
 
 [model]
 layers = [

@@ -299,7 +299,12 @@ fn conv_batch_norm_model_round_trips() {
     let task = Task::Classification {
         class_names: vec!["a".into(), "b".into(), "c".into()],
     };
-    model::save(&dir, &model, Loss::CrossEntropy, task, None).unwrap();
+    model::save(
+        &dir,
+        &model,
+        &model::ModelInfo::new(Loss::CrossEntropy, task),
+    )
+    .unwrap();
     let loaded = model::load(&dir).unwrap().model;
     assert_eq!(loaded.params(), model.params());
     assert_eq!(loaded.buffers(), model.buffers());

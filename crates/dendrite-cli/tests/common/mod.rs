@@ -181,6 +181,38 @@ pub fn mnist_config(dir: &TempDir, epochs: usize, learning_rate: &str) -> PathBu
     dir.write("mnist.toml", text)
 }
 
+/// Writes a copy of `examples/<name>.toml` into `dir` with absolute data paths.
+///
+/// Each change `(prefix, text)` replaces the first line that starts with `prefix` by `text`,
+/// which may span several lines. A prefix that no line has panics, so the tests notice when
+/// an example changes its layout.
+pub fn example_config(dir: &TempDir, name: &str, changes: &[(&str, &str)]) -> PathBuf {
+    let path = repo_path(&format!("examples/{name}.toml"));
+    let example = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let data_dir = toml_path(&repo_path("data"));
+
+    let mut lines: Vec<String> = example
+        .lines()
+        .map(|line| line.replace("\"../data", &format!("\"{data_dir}")))
+        .collect();
+    for (prefix, text) in changes {
+        let line = lines
+            .iter_mut()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("examples/{name}.toml has no line starting with {prefix:?}"));
+        *line = text.to_string();
+    }
+    dir.write(&format!("{name}.toml"), lines.join("\n") + "\n")
+}
+
+/// Reads and parses a JSON file.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// Formats a path for a TOML basic string.
 pub fn toml_path(path: &Path) -> String {
     path.display()

@@ -2,22 +2,22 @@
 //!
 //! A [`Dataset`] pairs a feature tensor of shape `[n, ...]` with `n` targets: class labels for
 //! classification or a `[n, k]` tensor for regression. The readers build one from IDX files
-//! (the MNIST format, see [`idx`]), from a small all-numeric CSV file (see [`csv_numeric`]) or
-//! from a folder of PNG and JPEG images with one subfolder per class (see [`image_folder`]).
-//! Image features can be standardized per channel ([`ChannelStats`]) and randomly augmented
-//! during training ([`Augment`]).
+//! (the MNIST format, see [`idx`]), from a CSV file of numeric and categorical columns (see
+//! [`tabular`]) or from a folder of PNG and JPEG images with one subfolder per class (see
+//! [`image_folder`]). Image features can be standardized per channel ([`ChannelStats`]) and
+//! randomly augmented during training ([`Augment`]).
 
 pub mod augment;
 pub mod batch;
-pub mod csv_numeric;
 pub mod idx;
 pub mod image_folder;
 pub mod normalize;
 pub mod split;
+pub mod tabular;
+pub mod weights;
 
 pub use augment::Augment;
 pub use batch::{BatchIter, Batches, epoch_order};
-pub use csv_numeric::read_numeric_csv;
 pub use idx::{
     MNIST_NUM_CLASSES, load_idx_dataset, read_idx_images, read_idx_labels, write_idx_images,
     write_idx_labels,
@@ -27,7 +27,9 @@ pub use image_folder::{
     load_image_folder, write_png_folder,
 };
 pub use normalize::{ChannelStats, MIN_CHANNEL_STD};
-pub use split::{random_split, stratified_split};
+pub use split::{RowSplit, k_fold, random_split, split_rows, stratified_k_fold, stratified_split};
+pub use tabular::{CsvConfig, TabularPreprocessor, TabularSource};
+pub use weights::ClassWeights;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;

@@ -2,7 +2,7 @@
 //!
 //! A model directory contains `model.safetensors` (the weights, named like `layers.0.weight`,
 //! and the buffers, named like `layers.1.running_mean`) and `model.json` (the architecture,
-//! the loss, the class names and the format version).
+//! the loss, the class names, the preprocessing of its inputs and the format version).
 //! Both files are written to a temporary file in the same directory, flushed to disk and then
 //! renamed over the old file, so a crash or a full disk never leaves a half-written model.
 
@@ -14,13 +14,21 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::autograd::Parameters;
-use crate::data::{ChannelStats, ColorMode};
+use crate::data::{ChannelStats, ColorMode, TabularPreprocessor};
 use crate::error::{Error, Result};
 use crate::nn::{LayerSpec, Loss, Sequential};
 use crate::tensor::Tensor;
+use crate::train::BinaryDecision;
 
-/// The version of the `model.json` layout this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of the `model.json` layout this build writes.
+///
+/// Version 2 stores the fitted preprocessing of CSV inputs (`tabular`) and the decision
+/// threshold of binary classifiers. This build also reads version 1, whose CSV models name
+/// their numeric feature columns in `columns`.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest `model.json` layout version this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// The file name of the weights inside a model directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -54,10 +62,19 @@ pub struct ModelMeta {
     pub loss: Loss,
     /// Classification with class names, or regression with target names.
     pub task: Task,
-    /// For models trained on CSV files, the column names of the features (in input order)
-    /// and of the targets, so that prediction can find them by name.
+    /// The column names of CSV models of format version 1: numeric features (in input
+    /// order) and targets. [`load`] converts them into [`ModelMeta::tabular`], and this
+    /// build never writes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub columns: Option<Columns>,
+    /// For models trained on CSV files, the preprocessing fitted on the training rows, so
+    /// that evaluation and prediction find columns by name and encode them the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tabular: Option<TabularPreprocessor>,
+    /// For binary classifiers, the class whose probability decides and the threshold it
+    /// must reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_threshold: Option<DecisionThreshold>,
     /// For models trained on images, how inputs were turned into features, so that
     /// evaluation and prediction prepare new inputs the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,18 +107,122 @@ pub enum InputKind {
     ImageFolder,
 }
 
-/// Column names of a CSV-trained model.
+/// Column names of a CSV model of format version 1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Columns {
+    /// The numeric feature columns, in input order.
     pub features: Vec<String>,
+    /// The target columns.
     pub targets: Vec<String>,
+}
+
+/// The decision rule of a binary classifier, by class name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionThreshold {
+    /// The class whose probability is compared with the threshold.
+    pub positive_class: String,
+    /// The lowest probability of the positive class that predicts it.
+    pub threshold: f32,
+}
+
+/// The metadata that `model.json` stores besides the architecture and the format version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// The loss the model was trained with.
+    pub loss: Loss,
+    /// Classification with class names, or regression with target names.
+    pub task: Task,
+    /// The preprocessing of image inputs, for models trained on images.
+    pub preprocessing: Option<Preprocessing>,
+    /// The fitted preprocessing of CSV columns, for models trained on CSV files.
+    pub tabular: Option<TabularPreprocessor>,
+    /// The decision rule of a binary classifier.
+    pub decision_threshold: Option<DecisionThreshold>,
+}
+
+impl ModelInfo {
+    /// Creates the metadata of a model without preprocessing or decision threshold.
+    pub fn new(loss: Loss, task: Task) -> ModelInfo {
+        ModelInfo {
+            loss,
+            task,
+            preprocessing: None,
+            tabular: None,
+            decision_threshold: None,
+        }
+    }
 }
 
 /// A model loaded from disk with its metadata.
 #[derive(Debug, Clone)]
 pub struct SavedModel {
+    /// The network with its trained weights.
     pub model: Sequential,
+    /// The contents of `model.json`.
     pub meta: ModelMeta,
+}
+
+impl ModelMeta {
+    /// Returns the class names of a classifier, or an empty slice for regression.
+    pub fn class_names(&self) -> &[String] {
+        match &self.task {
+            Task::Classification { class_names } => class_names,
+            Task::Regression { .. } => &[],
+        }
+    }
+
+    /// Returns the decision rule of a binary classifier (see [`binary_decision`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`binary_decision`].
+    pub fn binary_decision(&self) -> Result<Option<BinaryDecision>> {
+        binary_decision(&self.task, self.decision_threshold.as_ref())
+    }
+}
+
+impl ModelInfo {
+    /// Returns the decision rule of a binary classifier (see [`binary_decision`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`binary_decision`].
+    pub fn binary_decision(&self) -> Result<Option<BinaryDecision>> {
+        binary_decision(&self.task, self.decision_threshold.as_ref())
+    }
+}
+
+/// Returns the decision rule of a binary classifier with task `task`: `stored` resolved
+/// against its class names, or class 1 at probability 0.5 without one. Returns `None` unless
+/// the task has exactly two classes.
+///
+/// # Errors
+///
+/// Returns [`Error::InvalidConfig`] if the stored positive class is not one of the two
+/// classes or the threshold is not in `[0, 1]`.
+pub fn binary_decision(
+    task: &Task,
+    stored: Option<&DecisionThreshold>,
+) -> Result<Option<BinaryDecision>> {
+    let class_names = match task {
+        Task::Classification { class_names } if class_names.len() == 2 => class_names,
+        _ => return Ok(None),
+    };
+    let Some(stored) = stored else {
+        return Ok(Some(BinaryDecision::default()));
+    };
+
+    let positive_class = class_names
+        .iter()
+        .position(|name| *name == stored.positive_class)
+        .ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "the positive class \"{}\" is not one of the classes {}",
+                stored.positive_class,
+                class_names.join(", ")
+            ))
+        })?;
+    BinaryDecision::new(positive_class, stored.threshold).map(Some)
 }
 
 /// Returns the model directory for `path`, which may name the directory or a file in it.
@@ -120,30 +241,7 @@ pub fn model_dir(path: &Path) -> PathBuf {
 ///
 /// Returns [`Error::Io`] naming the file that could not be written; the previous model files,
 /// if any, are then left as they were.
-pub fn save(
-    dir: &Path,
-    model: &Sequential,
-    loss: Loss,
-    task: Task,
-    columns: Option<Columns>,
-) -> Result<()> {
-    save_with_preprocessing(dir, model, loss, task, columns, None)
-}
-
-/// Writes `model` and its metadata into `dir` like [`save`], with the preprocessing of its
-/// inputs.
-///
-/// # Errors
-///
-/// As [`save`].
-pub fn save_with_preprocessing(
-    dir: &Path,
-    model: &Sequential,
-    loss: Loss,
-    task: Task,
-    columns: Option<Columns>,
-    preprocessing: Option<Preprocessing>,
-) -> Result<()> {
+pub fn save(dir: &Path, model: &Sequential, info: &ModelInfo) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
 
     let tensors = || model.params().iter().chain(model.buffers().iter());
@@ -168,10 +266,12 @@ pub fn save_with_preprocessing(
         dendrite_version: env!("CARGO_PKG_VERSION").to_string(),
         input_shape: model.input_shape().to_vec(),
         layers: model.specs().to_vec(),
-        loss,
-        task,
-        columns,
-        preprocessing,
+        loss: info.loss,
+        task: info.task.clone(),
+        columns: None,
+        tabular: info.tabular.clone(),
+        decision_threshold: info.decision_threshold.clone(),
+        preprocessing: info.preprocessing.clone(),
     };
     let mut json = serde_json::to_vec_pretty(&meta).expect("model metadata serializes");
     json.push(b'\n');
@@ -186,23 +286,41 @@ pub fn save_with_preprocessing(
 ///
 /// Returns [`Error::Io`] if a file cannot be read and [`Error::InvalidModel`] if the files
 /// are not a valid model or do not agree with each other.
+///
+/// A CSV model of format version 1 gets a [`TabularPreprocessor::passthrough`] of its
+/// feature columns in [`ModelMeta::tabular`], so it reads CSV files as it did before.
 pub fn load(path: &Path) -> Result<SavedModel> {
     let dir = model_dir(path);
     let meta_path = dir.join(META_FILE);
     let weights_path = dir.join(WEIGHTS_FILE);
 
     let text = fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-    let meta: ModelMeta = serde_json::from_str(&text).map_err(|e| Error::InvalidModel {
+    let mut meta: ModelMeta = serde_json::from_str(&text).map_err(|e| Error::InvalidModel {
         path: meta_path.clone(),
         message: e.to_string(),
     })?;
-    if meta.format_version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&meta.format_version) {
         return Err(Error::InvalidModel {
             path: meta_path,
             message: format!(
-                "format version {} is not supported by this build, which reads version {FORMAT_VERSION}",
+                "format version {} is not supported by this build, which reads versions \
+                 {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}; use a newer dendrite",
                 meta.format_version
             ),
+        });
+    }
+    if let Some(columns) = meta.columns.take()
+        && meta.tabular.is_none()
+    {
+        meta.tabular = Some(TabularPreprocessor::passthrough(
+            columns.features,
+            columns.targets,
+        ));
+    }
+    if let Err(error) = meta.binary_decision() {
+        return Err(Error::InvalidModel {
+            path: meta_path,
+            message: error.to_string(),
         });
     }
 

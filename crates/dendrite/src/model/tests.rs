@@ -25,11 +25,15 @@ fn classification() -> Task {
     }
 }
 
+fn info() -> ModelInfo {
+    ModelInfo::new(Loss::CrossEntropy, classification())
+}
+
 #[test]
 fn save_then_load_gives_identical_predictions() {
     let dir = tempdir("roundtrip");
     let model = small_model();
-    save(&dir, &model, Loss::CrossEntropy, classification(), None).unwrap();
+    save(&dir, &model, &info()).unwrap();
     let loaded = load(&dir).unwrap();
 
     let inputs = Tensor::from_vec(&[2, 4], vec![0.1, -0.2, 0.3, 0.4, 1.0, 2.0, -3.0, 0.5]);
@@ -46,14 +50,7 @@ fn save_then_load_gives_identical_predictions() {
 #[test]
 fn load_rejects_missing_tensor() {
     let dir = tempdir("missing-tensor");
-    save(
-        &dir,
-        &small_model(),
-        Loss::CrossEntropy,
-        classification(),
-        None,
-    )
-    .unwrap();
+    save(&dir, &small_model(), &info()).unwrap();
     let mut other = Parameters::new();
     other.push("layers.0.weight", Tensor::zeros(&[5, 4]));
     let bytes: Vec<u8> = vec![0; 5 * 4 * 4];
@@ -70,14 +67,7 @@ fn load_rejects_missing_tensor() {
 #[test]
 fn load_rejects_truncated_weights() {
     let dir = tempdir("truncated");
-    save(
-        &dir,
-        &small_model(),
-        Loss::CrossEntropy,
-        classification(),
-        None,
-    )
-    .unwrap();
+    save(&dir, &small_model(), &info()).unwrap();
     let path = dir.join(WEIGHTS_FILE);
     let bytes = fs::read(&path).unwrap();
     fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
@@ -88,21 +78,114 @@ fn load_rejects_truncated_weights() {
 #[test]
 fn load_rejects_unknown_format_version() {
     let dir = tempdir("version");
-    save(
-        &dir,
-        &small_model(),
-        Loss::CrossEntropy,
-        classification(),
-        None,
-    )
-    .unwrap();
+    save(&dir, &small_model(), &info()).unwrap();
     let path = dir.join(META_FILE);
     let text = fs::read_to_string(&path)
         .unwrap()
-        .replace("\"format_version\": 1", "\"format_version\": 99");
+        .replace("\"format_version\": 2", "\"format_version\": 99");
     fs::write(&path, text).unwrap();
     let message = load(&dir).unwrap_err().to_string();
     assert!(message.contains("format version 99"), "{message}");
+}
+
+fn binary_model(decision_threshold: Option<DecisionThreshold>) -> (Sequential, ModelInfo) {
+    let specs = vec![LayerSpec::Dense {
+        units: 1,
+        activation: None,
+        init: Init::GlorotUniform,
+        bias: true,
+    }];
+    let model = Sequential::new(&[2], specs, 3).unwrap();
+    let mut info = ModelInfo::new(
+        Loss::BinaryCrossEntropy,
+        Task::Classification {
+            class_names: vec!["bad".into(), "good".into()],
+        },
+    );
+    info.decision_threshold = decision_threshold;
+    (model, info)
+}
+
+#[test]
+fn decision_threshold_round_trips() {
+    let dir = tempdir("threshold");
+    let (model, info) = binary_model(Some(DecisionThreshold {
+        positive_class: "bad".into(),
+        threshold: 0.3,
+    }));
+
+    save(&dir, &model, &info).unwrap();
+    let loaded = load(&dir).unwrap();
+
+    assert_eq!(loaded.meta.decision_threshold, info.decision_threshold);
+    assert_eq!(
+        loaded.meta.binary_decision().unwrap(),
+        Some(BinaryDecision::new(0, 0.3).unwrap())
+    );
+}
+
+#[test]
+fn binary_model_without_threshold_uses_default() {
+    let dir = tempdir("default-threshold");
+    let (model, info) = binary_model(None);
+
+    save(&dir, &model, &info).unwrap();
+
+    let decision = load(&dir).unwrap().meta.binary_decision().unwrap();
+    assert_eq!(decision, Some(BinaryDecision::default()));
+}
+
+#[test]
+fn load_rejects_unknown_positive_class() {
+    let dir = tempdir("bad-positive");
+    let (model, info) = binary_model(Some(DecisionThreshold {
+        positive_class: "ugly".into(),
+        threshold: 0.5,
+    }));
+    save(&dir, &model, &info).unwrap();
+
+    let message = load(&dir).unwrap_err().to_string();
+
+    assert!(message.contains("model.json"), "{message}");
+    assert!(
+        message.contains("\"ugly\" is not one of the classes bad, good"),
+        "{message}"
+    );
+}
+
+/// The `model.json` of a CSV classifier as format version 1 wrote it.
+const VERSION_1_CSV_META: &str = r#"{
+  "format_version": 1,
+  "dendrite_version": "0.1.0",
+  "input_shape": [2],
+  "layers": [{ "type": "dense", "units": 1 }],
+  "loss": "binary_cross_entropy",
+  "task": { "kind": "classification", "class_names": ["0", "1"] },
+  "columns": { "features": ["x1", "x2"], "targets": ["y"] }
+}
+"#;
+
+#[test]
+fn version_1_csv_model_loads_as_passthrough() {
+    let dir = tempdir("version-1");
+    let (model, info) = binary_model(None);
+    save(&dir, &model, &info).unwrap();
+    fs::write(dir.join(META_FILE), VERSION_1_CSV_META).unwrap();
+
+    let loaded = load(&dir).unwrap();
+
+    assert_eq!(loaded.meta.format_version, 1);
+    assert_eq!(loaded.meta.columns, None);
+    let tabular = loaded
+        .meta
+        .tabular
+        .expect("the columns become a preprocessing");
+    assert_eq!(
+        tabular,
+        TabularPreprocessor::passthrough(vec!["x1".into(), "x2".into()], vec!["y".into()])
+    );
+    assert_eq!(tabular.feature_names(), ["x1", "x2"]);
+    assert_eq!(loaded.model.params(), model.params());
 }
 
 #[test]

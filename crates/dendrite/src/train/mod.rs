@@ -4,7 +4,12 @@
 mod metrics;
 mod step;
 
-pub use metrics::{Evaluation, evaluate, predicted_classes};
+pub use metrics::{
+    BinaryDecision, ClassMetrics, ClassificationMetrics, Evaluation, FoldSummary,
+    RegressionMetrics, class_probabilities, classification_metrics, classify, decide_classes,
+    evaluate, evaluate_with, mean_regression_metrics, predicted_classes, regression_metrics,
+    roc_auc, summarize_folds,
+};
 
 use std::time::Instant;
 
@@ -166,6 +171,15 @@ pub struct History {
     pub warnings: Vec<String>,
 }
 
+/// Settings of a training run that come from the data rather than the config's
+/// `[training]` table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FitOptions {
+    /// The weight of each class in the training loss, indexed by class (see
+    /// [`crate::data::ClassWeights::resolve`]). Validation losses are not weighted.
+    pub class_weights: Option<Vec<f32>>,
+}
+
 /// Trains `model` on `train` with minibatch gradient descent, validating on `validation`
 /// after every epoch if given.
 ///
@@ -185,7 +199,34 @@ pub fn fit(
     config: &TrainConfig,
     callback: &mut dyn Callback,
 ) -> Result<History> {
+    fit_with(
+        model,
+        train,
+        validation,
+        config,
+        &FitOptions::default(),
+        callback,
+    )
+}
+
+/// Trains like [`fit`], with class weights in the training loss if `options` has them.
+///
+/// # Errors
+///
+/// As [`fit`], and [`Error::InvalidConfig`] if class weights are given for regression
+/// targets, do not have one weight per class, or contain a negative or non-finite weight.
+pub fn fit_with(
+    model: &mut Sequential,
+    train: &Dataset,
+    validation: Option<&Dataset>,
+    config: &TrainConfig,
+    options: &FitOptions,
+    callback: &mut dyn Callback,
+) -> Result<History> {
     config.validate()?;
+    if let Some(weights) = &options.class_weights {
+        check_class_weights(train, config.loss, weights)?;
+    }
     check_fits(model, train, config.loss, "training")?;
     if let Some(validation) = validation {
         check_fits(model, validation, config.loss, "validation")?;
@@ -222,6 +263,9 @@ pub fn fit(
         dropout_seed,
         train.feature_shape(),
     );
+    if let Some(weights) = &options.class_weights {
+        runner.set_class_weights(weights.clone());
+    }
     if !config.augment.is_identity() {
         let image_shape = augment_shape(train.feature_shape())?;
         let augment_seed = Rng::for_stream(config.seed, AUGMENT_STREAM).next_u64();
@@ -344,6 +388,32 @@ fn augment_shape(feature_shape: &[usize]) -> Result<(usize, usize, usize)> {
              width], but the rows have shape {feature_shape:?}; remove [training.augment]"
         ))),
     }
+}
+
+/// Checks that class weights fit the training targets and the loss.
+fn check_class_weights(train: &Dataset, loss: Loss, weights: &[f32]) -> Result<()> {
+    let Some(classes) = train.num_classes() else {
+        return Err(Error::InvalidConfig(
+            "class weights need class labels, but the targets are numeric values".into(),
+        ));
+    };
+    if loss == Loss::Mse {
+        return Err(Error::InvalidConfig(
+            "class weights need a classification loss, not mse".into(),
+        ));
+    }
+    if weights.len() != classes {
+        return Err(Error::InvalidConfig(format!(
+            "{} class weights for {classes} classes; give one weight per class",
+            weights.len()
+        )));
+    }
+    if let Some(weight) = weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+        return Err(Error::InvalidConfig(format!(
+            "class weight {weight} is invalid; weights must be finite and not negative"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks that `dataset` fits the model's input and output and the loss.

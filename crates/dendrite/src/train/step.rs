@@ -47,6 +47,8 @@ pub(crate) struct StepRunner {
     weights: Vec<f32>,
     used: usize,
     augment: Option<ImageAugment>,
+    /// The weight of each class in the loss, if classes are weighted.
+    class_weights: Option<Vec<f32>>,
 }
 
 impl StepRunner {
@@ -78,7 +80,13 @@ impl StepRunner {
             weights: vec![1.0],
             used: 1,
             augment: None,
+            class_weights: None,
         }
+    }
+
+    /// Weights each row's loss by the weight of its class (see [`Loss::record_weighted`]).
+    pub(crate) fn set_class_weights(&mut self, class_weights: Vec<f32>) {
+        self.class_weights = Some(class_weights);
     }
 
     /// Turns on augmentation of every training image of shape `image_shape`; shard `i` draws
@@ -119,18 +127,21 @@ impl StepRunner {
                 batch,
                 loss,
                 self.augment.as_ref(),
+                self.class_weights.as_deref(),
             );
         }
 
         let rows = batch.len();
         let augment = self.augment.as_ref();
+        let class_weights = self.class_weights.as_deref();
         self.shards[..used]
             .par_iter_mut()
             .enumerate()
             .for_each(|(i, shard)| {
                 let part = &batch[i * rows / used..(i + 1) * rows / used];
-                shard.loss =
-                    single_threaded(|| run_shard(shard, model, train, part, loss, augment));
+                shard.loss = single_threaded(|| {
+                    run_shard(shard, model, train, part, loss, augment, class_weights)
+                });
             });
 
         // Every loss is a mean over its shard's rows, so shard i weighs rows_i / rows.
@@ -180,6 +191,7 @@ fn run_shard(
     rows: &[usize],
     loss: Loss,
     augment: Option<&ImageAugment>,
+    class_weights: Option<&[f32]>,
 ) -> f32 {
     let Shard {
         workspace,
@@ -220,7 +232,10 @@ fn run_shard(
         }
     });
     let y = model.forward(&mut graph, x);
-    let batch_loss = loss.record(&mut graph, y, targets);
+    let batch_loss = match class_weights {
+        Some(weights) => loss.record_weighted(&mut graph, y, targets, weights),
+        None => loss.record(&mut graph, y, targets),
+    };
     let value = graph.value(batch_loss)[0];
     if value.is_finite() {
         graph.backward(batch_loss);
