@@ -4,6 +4,9 @@
 //! Convolution is im2col followed by one matrix multiply per group, image by image. Each
 //! image's result therefore does not depend on the other images of its batch.
 
+mod direct;
+mod runs;
+
 use rayon::prelude::*;
 
 use super::{Graph, Op, Shape, Var, take_from_pool};
@@ -238,41 +241,51 @@ fn im2col_dense(col: &mut [f32], image: &[f32], geo: &ConvGeometry) {
         padded_image = padded;
         &padded_image[..]
     };
-    let ow_len = geo.out_width;
-    let mut rows = col.chunks_exact_mut(geo.out_plane());
-    for plane in source.chunks_exact(height * width) {
-        for ki in 0..geo.kernel.0 {
-            for kj in 0..geo.kernel.1 {
-                let dst = rows.next().expect("im2col buffer matches the geometry");
-                for (oh, dst_row) in dst.chunks_exact_mut(ow_len).enumerate() {
-                    let start = (oh + ki) * width + kj;
-                    copy_short(dst_row, &plane[start..start + ow_len]);
+    pulp::Arch::new().dispatch(Im2colDense {
+        col,
+        source,
+        width,
+        geo,
+    });
+}
+
+/// The arguments of [`im2col_dense`] once the input is padded: `source` holds its planes,
+/// `width` values per row.
+struct Im2colDense<'a> {
+    col: &'a mut [f32],
+    source: &'a [f32],
+    width: usize,
+    geo: &'a ConvGeometry,
+}
+
+impl pulp::WithSimd for Im2colDense<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Im2colDense {
+            col,
+            source,
+            width,
+            geo,
+        } = self;
+        let ow_len = geo.out_width;
+        let height = source.len() / (geo.in_channels * width).max(1);
+        // The runs are copied in the order of `col`, so each one overwrites whatever the
+        // whole-vector copy of the one before wrote past its end.
+        let plane_len = height * width;
+        let mut at = 0;
+        for c in 0..geo.in_channels {
+            for ki in 0..geo.kernel.0 {
+                for kj in 0..geo.kernel.1 {
+                    for oh in 0..geo.out_height {
+                        let from = c * plane_len + (oh + ki) * width + kj;
+                        runs::copy_run::<S>(col, at, source, from, ow_len);
+                        at += ow_len;
+                    }
                 }
             }
         }
-    }
-}
-
-/// Copies `src` into `dst` of the same length. Runs of 8 or more values are copied in blocks
-/// of 8 with the last block overlapping the previous one, which avoids a `memcpy` call per run
-/// for the short runs of im2col.
-fn copy_short(dst: &mut [f32], src: &[f32]) {
-    const BLOCK: usize = 8;
-    let len = dst.len();
-    assert_eq!(len, src.len(), "copy_short needs slices of equal length");
-    if len < BLOCK {
-        for (d, &v) in dst.iter_mut().zip(src) {
-            *d = v;
-        }
-        return;
-    }
-    let mut start = 0;
-    while start < len {
-        let at = start.min(len - BLOCK);
-        let block: &[f32; BLOCK] = src[at..at + BLOCK].try_into().expect("block of 8");
-        let target: &mut [f32; BLOCK] = (&mut dst[at..at + BLOCK]).try_into().expect("block of 8");
-        *target = *block;
-        start += BLOCK;
     }
 }
 
@@ -333,15 +346,59 @@ fn col2im_add(image: &mut [f32], col: &[f32], geo: &ConvGeometry) {
 /// dilation 1 and no padding, where each output row of each im2col row came from one
 /// contiguous run of the input.
 fn col2im_add_unpadded(image: &mut [f32], col: &[f32], geo: &ConvGeometry) {
-    let (width, ow_len) = (geo.width, geo.out_width);
-    let mut rows = col.chunks_exact(geo.out_plane());
-    for plane in image.chunks_exact_mut(geo.height * width) {
-        for ki in 0..geo.kernel.0 {
-            for kj in 0..geo.kernel.1 {
-                let src = rows.next().expect("im2col buffer matches the geometry");
-                for (oh, src_row) in src.chunks_exact(ow_len).enumerate() {
-                    let start = (oh + ki) * width + kj;
-                    for (d, &v) in plane[start..start + ow_len].iter_mut().zip(src_row) {
+    pulp::Arch::new().dispatch(Col2imUnpadded { image, col, geo });
+}
+
+/// The arguments of [`col2im_add_unpadded`].
+struct Col2imUnpadded<'a> {
+    image: &'a mut [f32],
+    col: &'a [f32],
+    geo: &'a ConvGeometry,
+}
+
+impl pulp::WithSimd for Col2imUnpadded<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let Col2imUnpadded { image, col, geo } = self;
+        let lanes = S::F32_LANES;
+        let (width, ow_len) = (geo.width, geo.out_width);
+        let (kh, kw) = geo.kernel;
+        let run_len = geo.out_plane();
+        let indices = runs::load::<S>(&runs::LANE_INDICES, 0);
+        let zero = simd.splat_f32s(0.0);
+        let mut sums = [0.0f32; runs::LANE_INDICES.len()];
+
+        // Each vector of an input row gathers its sum from the runs of im2col rows that
+        // cover it: lane `l` of the vector at column `x0` is input column `x0 + l`, which
+        // run `(c, ki, kj)` of output row `oh = ih - ki` holds at position `x0 + l - kj`.
+        // Reading the runs, not the image, keeps each load clear of the stores before it.
+        for (c, plane) in image.chunks_exact_mut(geo.height * width).enumerate() {
+            for ih in 0..geo.height {
+                let rows = ih.saturating_sub(geo.out_height - 1)..(ih + 1).min(kh);
+                for x0 in (0..width).step_by(lanes) {
+                    let mut acc = zero;
+                    for ki in rows.clone() {
+                        let oh = ih - ki;
+                        for kj in 0..kw {
+                            let from = ((c * kh + ki) * kw + kj) * run_len + oh * ow_len;
+                            // Lanes `kj - x0 .. kj - x0 + ow_len` lie inside the run.
+                            let first = kj as f32 - x0 as f32;
+                            let inside = simd.and_m32s(
+                                simd.greater_than_or_equal_f32s(indices, simd.splat_f32s(first)),
+                                simd.less_than_f32s(
+                                    indices,
+                                    simd.splat_f32s(first + ow_len as f32),
+                                ),
+                            );
+                            let values = runs::load_shifted::<S>(col, from + x0, kj);
+                            acc = simd.add_f32s(acc, simd.select_f32s(inside, values, zero));
+                        }
+                    }
+                    let count = lanes.min(width - x0);
+                    S::as_mut_simd_f32s(&mut sums[..lanes]).0[0] = acc;
+                    for (d, &v) in plane[ih * width + x0..][..count].iter_mut().zip(&sums) {
                         *d += v;
                     }
                 }
@@ -460,6 +517,25 @@ fn conv_forward(
         return;
     }
     let per_task = geo.batch.div_ceil(tasks);
+    if direct::applies(geo) {
+        let (packed, scratch) = scratch.split_at_mut(direct::packed_weights_len(geo));
+        direct::pack_weights(packed, weight, geo);
+        let packed = &*packed;
+        let run = |(out_chunk, (x_chunk, scratch)): (&mut [f32], (&[f32], &mut [f32]))| {
+            direct::forward(out_chunk, scratch, x_chunk, packed, bias, geo, relu);
+        };
+        if tasks > 1 {
+            out.par_chunks_mut(per_task * out_len)
+                .zip(
+                    x.par_chunks(per_task * image_len)
+                        .zip(scratch.par_chunks_mut(direct::scratch_len(geo))),
+                )
+                .for_each(run);
+        } else {
+            run((out, (x, scratch)));
+        }
+        return;
+    }
     let task_scratch = if keep_cols {
         per_task * col_len
     } else {
@@ -517,9 +593,12 @@ fn conv_image_backward(
     let (rows, filters) = (geo.group_rows(), geo.group_filters());
     let g_image = &g[item.image * geo.out_image_len()..(item.image + 1) * geo.out_image_len()];
     let col = item.col;
-    if let Some(dw) = item.dw {
+    let image = &x[item.image * geo.image_len()..(item.image + 1) * geo.image_len()];
+    let mut dw = item.dw;
+    if let Some(dw) = dw.as_deref_mut().filter(|_| direct::applies(geo)) {
+        direct::weight_gradient(dw, col, image, g_image, geo);
+    } else if let Some(dw) = dw {
         let image_cols = if kept_cols.is_empty() {
-            let image = &x[item.image * geo.image_len()..(item.image + 1) * geo.image_len()];
             im2col(col, image, geo);
             &*col
         } else {
@@ -645,7 +724,12 @@ pub(super) fn conv2d_backward(
     }
 
     let tasks = parallel_images(geo.batch);
-    let mut scratch = take_from_pool(pool, tasks * col_len);
+    let task_scratch = if direct::applies(geo) {
+        col_len.max(direct::scratch_len(geo))
+    } else {
+        col_len
+    };
+    let mut scratch = take_from_pool(pool, tasks * task_scratch);
     let mut dw_parts = take_from_pool(pool, if dw.is_some() { tasks * weight_len } else { 0 });
     // The weight gradient is summed in the transposed layout of the per-image parts, so that
     // the sum reads them contiguously, and transposed back at the end. Each value is still
@@ -664,7 +748,7 @@ pub(super) fn conv2d_backward(
         // NOTE: this allocates a list of at most one entry per thread per wave, but the
         // tensor buffers themselves come from the workspace pool.
         let items: Vec<ImageGrad<'_>> = (wave_start..wave_end)
-            .zip(scratch.chunks_exact_mut(col_len))
+            .zip(scratch.chunks_exact_mut(task_scratch))
             .map(|(image, col)| ImageGrad {
                 image,
                 col,
@@ -1100,8 +1184,15 @@ impl Graph<'_> {
             || bias.is_some_and(|b| self.node(b).needs_grad);
         // A training pass keeps every image's im2col matrix for the weight gradient, so the
         // backward pass need not build them again.
-        let keep_cols = self.training && self.node(weight).needs_grad;
-        let scratch_len = if keep_cols { geo.batch } else { tasks } * geo.col_len();
+        let direct = direct::applies(&geo);
+        let keep_cols = self.training && self.node(weight).needs_grad && !direct;
+        let scratch_len = if direct {
+            direct::packed_weights_len(&geo) + tasks * direct::scratch_len(&geo)
+        } else if keep_cols {
+            geo.batch * geo.col_len()
+        } else {
+            tasks * geo.col_len()
+        };
         let mut out = self.ws.take_buffer(geo.batch * geo.out_image_len());
         let mut scratch = self.ws.take_buffer(scratch_len);
         conv_forward(
@@ -1359,16 +1450,6 @@ mod tests {
                 unpadded, general,
                 "{channels} channels, {size:?}, {kernel:?}"
             );
-        }
-    }
-
-    #[test]
-    fn copy_short_copies_every_length() {
-        for len in 0..40 {
-            let src: Vec<f32> = (0..len).map(|v| v as f32).collect();
-            let mut dst = vec![-1.0; len];
-            copy_short(&mut dst, &src);
-            assert_eq!(dst, src, "length {len}");
         }
     }
 
