@@ -39,7 +39,15 @@ pub(super) fn applies(geo: &ConvGeometry) -> bool {
         && geo.out_width > 0
         && geo.out_height > 0
         && 4 * geo.out_width >= 3 * rounded
-        && pulp::x86::V4::try_new().is_some()
+        && has_avx512()
+}
+
+/// Returns true if the CPU has AVX-512.
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return pulp::x86::V4::try_new().is_some();
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
 }
 
 /// The sizes of the buffers of the direct loops.
@@ -69,9 +77,10 @@ impl Layout {
         geo.in_channels * self.rows * self.row_len
     }
 
-    /// Values of one image's output gradient with rows padded to whole vectors.
+    /// Values of one image's output gradient with rows padded to whole vectors and an even
+    /// number of planes.
     fn grad_len(&self, geo: &ConvGeometry) -> usize {
-        geo.out_channels * geo.out_height * self.out_row_len
+        geo.out_channels.next_multiple_of(2) * geo.out_height * self.out_row_len
     }
 }
 
@@ -130,8 +139,11 @@ fn pad_image(padded: &mut [f32], image: &[f32], geo: &ConvGeometry, layout: &Lay
 ///
 /// Panics if the CPU lacks AVX-512; [`applies`] checks for it first.
 fn run_avx512<Op: pulp::WithSimd>(op: Op) -> Op::Output {
-    let simd = pulp::x86::V4::try_new().expect("the direct loops run only on CPUs with AVX-512");
-    pulp::Simd::vectorize(simd, op)
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = pulp::x86::V4::try_new() {
+        return pulp::Simd::vectorize(simd, op);
+    }
+    panic!("the direct convolution loops run only on CPUs with AVX-512");
 }
 
 /// Writes the convolution of each image of `x` into `out` (`[n, c_out, h_out, w_out]`),
@@ -305,16 +317,19 @@ impl pulp::WithSimd for WeightGradient<'_> {
 }
 
 /// Copies the output gradient `g: [c_out, h_out, w_out]` into `padded` with each row padded
-/// by zeros to a whole number of vectors.
+/// by zeros to a whole number of vectors, and a plane of zeros after an odd number of them.
 #[inline(always)]
 fn pad_grad(padded: &mut [f32], g: &[f32], geo: &ConvGeometry, layout: &Layout) {
-    for (padded_row, row) in padded
+    let rows = geo.out_channels * geo.out_height;
+    let (filled, extra) = padded.split_at_mut(rows * layout.out_row_len);
+    for (padded_row, row) in filled
         .chunks_exact_mut(layout.out_row_len)
         .zip(g.chunks_exact(geo.out_width))
     {
         padded_row[..geo.out_width].copy_from_slice(row);
         padded_row[geo.out_width..].fill(0.0);
     }
+    extra.fill(0.0);
 }
 
 /// Computes one image's weight gradient from the padded copies of its input and output
@@ -352,35 +367,48 @@ fn weight_gradient_image<S: pulp::Simd>(
         "the padded image holds every vector the taps read"
     );
 
+    // Two filters share each input vector read.
     let out_plane = geo.out_height * layout.out_row_len;
-    for (filter, grad_plane) in padded_grad.chunks_exact(out_plane).enumerate() {
+    let chunks = layout.out_row_len / LANES;
+    for (pair, grad_planes) in padded_grad.chunks_exact(2 * out_plane).enumerate() {
+        let (first_grad, second_grad) = grad_planes.split_at(out_plane);
+        let (first_rows, _) = S::as_simd_f32s(first_grad);
+        let (second_rows, _) = S::as_simd_f32s(second_grad);
         for first_tap in (0..taps).step_by(TAPS) {
             let block: &[usize; TAPS] = offsets[first_tap..first_tap + TAPS]
                 .try_into()
                 .expect("a block of TAPS offsets");
-            let mut acc = [simd.splat_f32s(0.0); TAPS];
-            let (grad_rows, _) = S::as_simd_f32s(grad_plane);
-            let chunks = layout.out_row_len / LANES;
-            for (oh, grad_row) in grad_rows.chunks_exact(chunks).enumerate() {
-                for (chunk, &grad) in grad_row.iter().enumerate() {
-                    let row = oh * layout.row_len + chunk * LANES;
-                    for (a, &offset) in acc.iter_mut().zip(block) {
-                        // SAFETY: `row + LANES <= span` and `offset + span <= padded.len()`
-                        // (asserted above), so the `LANES` values read are inside `padded`.
-                        // `S::f32s` holds `LANES` `f32` values and may be read unaligned.
-                        let input = unsafe {
-                            padded
-                                .as_ptr()
-                                .add(offset + row)
-                                .cast::<S::f32s>()
-                                .read_unaligned()
-                        };
-                        *a = simd.mul_add_e_f32s(grad, input, *a);
-                    }
+            let mut first_acc = [simd.splat_f32s(0.0); TAPS];
+            let mut second_acc = first_acc;
+            for (vector, (&first, &second)) in first_rows.iter().zip(second_rows).enumerate() {
+                let row = vector / chunks * layout.row_len + vector % chunks * LANES;
+                for ((a, b), &offset) in first_acc.iter_mut().zip(&mut second_acc).zip(block) {
+                    // SAFETY: `row + LANES <= span` and `offset + span <= padded.len()`
+                    // (asserted above), so the `LANES` values read are inside `padded`.
+                    // `S::f32s` holds `LANES` `f32` values and may be read unaligned.
+                    let input = unsafe {
+                        padded
+                            .as_ptr()
+                            .add(offset + row)
+                            .cast::<S::f32s>()
+                            .read_unaligned()
+                    };
+                    *a = simd.mul_add_e_f32s(first, input, *a);
+                    *b = simd.mul_add_e_f32s(second, input, *b);
                 }
             }
-            for (tap, &a) in acc.iter().enumerate().take(taps - first_tap) {
-                dw[(first_tap + tap) * geo.out_channels + filter] = simd.reduce_sum_f32s(a);
+            for filter in [2 * pair, 2 * pair + 1] {
+                if filter >= geo.out_channels {
+                    break;
+                }
+                let acc = if filter % 2 == 0 {
+                    &first_acc
+                } else {
+                    &second_acc
+                };
+                for (tap, &a) in acc.iter().enumerate().take(taps - first_tap) {
+                    dw[(first_tap + tap) * geo.out_channels + filter] = simd.reduce_sum_f32s(a);
+                }
             }
         }
     }
@@ -427,7 +455,7 @@ mod tests {
     #[test]
     fn forward_matches_im2col() {
         let geometries = geometries();
-        if pulp::x86::V4::try_new().is_none() {
+        if !has_avx512() {
             // Without AVX-512 the direct loops are never used; the im2col tests cover
             // every convolution.
             assert!(geometries.is_empty());
