@@ -376,10 +376,7 @@ fn backward_node(node: &Node, labels: &[usize], sink: &mut Sink<'_>) {
                 padding,
             );
             if let Some((mut dx, accumulate)) = sink.take(x) {
-                if !accumulate {
-                    dx.fill(0.0);
-                }
-                conv::max_pool2d_backward(&mut dx, g, &node.aux, &geo);
+                conv::max_pool2d_backward(&mut dx, accumulate, g, &node.aux, &geo);
                 sink.put(x, dx);
             }
         }

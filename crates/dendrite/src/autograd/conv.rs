@@ -4,6 +4,12 @@
 //! Convolution is im2col followed by one matrix multiply per group, image by image. Each
 //! image's result therefore does not depend on the other images of its batch.
 
+mod batched;
+mod direct;
+#[cfg(target_arch = "x86_64")]
+mod pool2x2;
+mod runs;
+
 use rayon::prelude::*;
 
 use super::{Graph, Op, Shape, Var, take_from_pool};
@@ -207,16 +213,40 @@ fn valid_range(out_len: usize, in_len: usize, stride: usize, offset: isize) -> (
 /// position, the input value under kernel tap `(ki, kj)` of channel `c`, or 0 in the padding.
 /// Every value of `col` is written.
 fn im2col(col: &mut [f32], image: &[f32], geo: &ConvGeometry) {
+    im2col_into(col, ColLayout::single(geo), image, geo);
+}
+
+/// Where one image's im2col matrix lies in a buffer: row `r` starts at
+/// `r * row_stride + offset`. Several images can share a matrix side by side, each with its
+/// own offset.
+#[derive(Debug, Clone, Copy)]
+struct ColLayout {
+    row_stride: usize,
+    offset: usize,
+}
+
+impl ColLayout {
+    /// The layout of an im2col matrix of one image alone.
+    fn single(geo: &ConvGeometry) -> Self {
+        ColLayout {
+            row_stride: geo.out_plane(),
+            offset: 0,
+        }
+    }
+}
+
+/// Writes the im2col matrix of `image` into `col` at `layout`, as [`im2col`] does.
+fn im2col_into(col: &mut [f32], layout: ColLayout, image: &[f32], geo: &ConvGeometry) {
     if geo.params.stride == (1, 1) && geo.params.dilation == (1, 1) {
-        im2col_dense(col, image, geo);
+        im2col_dense(col, layout, image, geo);
     } else {
-        im2col_general(col, image, geo);
+        im2col_general(col, layout, image, geo);
     }
 }
 
 /// Writes the im2col matrix for stride 1 and dilation 1. A padded input is first copied into
 /// a zeroed buffer, so that each output row of each im2col row is one contiguous run of it.
-fn im2col_dense(col: &mut [f32], image: &[f32], geo: &ConvGeometry) {
+fn im2col_dense(col: &mut [f32], layout: ColLayout, image: &[f32], geo: &ConvGeometry) {
     let (pad_h, pad_w) = geo.params.padding;
     let (height, width) = (geo.height + 2 * pad_h, geo.width + 2 * pad_w);
     let padded_image;
@@ -238,46 +268,62 @@ fn im2col_dense(col: &mut [f32], image: &[f32], geo: &ConvGeometry) {
         padded_image = padded;
         &padded_image[..]
     };
-    let ow_len = geo.out_width;
-    let mut rows = col.chunks_exact_mut(geo.out_plane());
-    for plane in source.chunks_exact(height * width) {
-        for ki in 0..geo.kernel.0 {
-            for kj in 0..geo.kernel.1 {
-                let dst = rows.next().expect("im2col buffer matches the geometry");
-                for (oh, dst_row) in dst.chunks_exact_mut(ow_len).enumerate() {
-                    let start = (oh + ki) * width + kj;
-                    copy_short(dst_row, &plane[start..start + ow_len]);
+    pulp::Arch::new().dispatch(Im2colDense {
+        col,
+        layout,
+        source,
+        width,
+        geo,
+    });
+}
+
+/// The arguments of [`im2col_dense`] once the input is padded: `source` holds its planes,
+/// `width` values per row.
+struct Im2colDense<'a> {
+    col: &'a mut [f32],
+    layout: ColLayout,
+    source: &'a [f32],
+    width: usize,
+    geo: &'a ConvGeometry,
+}
+
+impl pulp::WithSimd for Im2colDense<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Im2colDense {
+            col,
+            layout,
+            source,
+            width,
+            geo,
+        } = self;
+        let ow_len = geo.out_width;
+        let height = source.len() / (geo.in_channels * width).max(1);
+        let plane_len = height * width;
+        let mut row = 0;
+        for c in 0..geo.in_channels {
+            for ki in 0..geo.kernel.0 {
+                for kj in 0..geo.kernel.1 {
+                    // The runs of a row are copied in order, each one overwriting whatever
+                    // the whole-vector copy of the one before wrote past its end. The last
+                    // run of the row may not write past the row.
+                    let start = row * layout.row_stride + layout.offset;
+                    let dst = &mut col[..start + geo.out_plane()];
+                    for oh in 0..geo.out_height {
+                        let from = c * plane_len + (oh + ki) * width + kj;
+                        runs::copy_run::<S>(dst, start + oh * ow_len, source, from, ow_len);
+                    }
+                    row += 1;
                 }
             }
         }
     }
 }
 
-/// Copies `src` into `dst` of the same length. Runs of 8 or more values are copied in blocks
-/// of 8 with the last block overlapping the previous one, which avoids a `memcpy` call per run
-/// for the short runs of im2col.
-fn copy_short(dst: &mut [f32], src: &[f32]) {
-    const BLOCK: usize = 8;
-    let len = dst.len();
-    assert_eq!(len, src.len(), "copy_short needs slices of equal length");
-    if len < BLOCK {
-        for (d, &v) in dst.iter_mut().zip(src) {
-            *d = v;
-        }
-        return;
-    }
-    let mut start = 0;
-    while start < len {
-        let at = start.min(len - BLOCK);
-        let block: &[f32; BLOCK] = src[at..at + BLOCK].try_into().expect("block of 8");
-        let target: &mut [f32; BLOCK] = (&mut dst[at..at + BLOCK]).try_into().expect("block of 8");
-        *target = *block;
-        start += BLOCK;
-    }
-}
-
 /// Writes the im2col matrix for any stride and dilation, clipping each row to the input.
-fn im2col_general(col: &mut [f32], image: &[f32], geo: &ConvGeometry) {
+fn im2col_general(col: &mut [f32], layout: ColLayout, image: &[f32], geo: &ConvGeometry) {
     let (h, w) = (geo.height, geo.width);
     let (oh_len, ow_len) = (geo.out_height, geo.out_width);
     let Conv2dParams {
@@ -286,7 +332,7 @@ fn im2col_general(col: &mut [f32], image: &[f32], geo: &ConvGeometry) {
         dilation,
         ..
     } = geo.params;
-    let mut rows = col.chunks_exact_mut(geo.out_plane());
+    let mut row = 0;
     for plane in image.chunks_exact(h * w) {
         for ki in 0..geo.kernel.0 {
             let row_offset = (ki * dilation.0) as isize - padding.0 as isize;
@@ -294,7 +340,9 @@ fn im2col_general(col: &mut [f32], image: &[f32], geo: &ConvGeometry) {
             for kj in 0..geo.kernel.1 {
                 let col_offset = (kj * dilation.1) as isize - padding.1 as isize;
                 let (ow_lo, ow_hi) = valid_range(ow_len, w, stride.1, col_offset);
-                let dst = rows.next().expect("im2col buffer matches the geometry");
+                let start = row * layout.row_stride + layout.offset;
+                let dst = &mut col[start..start + geo.out_plane()];
+                row += 1;
                 dst[..oh_lo * ow_len].fill(0.0);
                 dst[oh_hi * ow_len..].fill(0.0);
                 for oh in oh_lo..oh_hi {
@@ -318,30 +366,85 @@ fn im2col_general(col: &mut [f32], image: &[f32], geo: &ConvGeometry) {
     }
 }
 
-/// Adds each entry of the im2col-shaped gradient `col` to the input position it was read
-/// from, the adjoint of [`im2col`]. Padding entries are dropped.
-fn col2im_add(image: &mut [f32], col: &[f32], geo: &ConvGeometry) {
+/// Adds each entry of the im2col-shaped gradient `col`, laid out as `layout` says, to the
+/// input position it was read from, the adjoint of [`im2col`]. Padding entries are dropped.
+fn col2im_add(image: &mut [f32], col: &[f32], layout: ColLayout, geo: &ConvGeometry) {
     let params = geo.params;
     if params.stride == (1, 1) && params.dilation == (1, 1) && params.padding == (0, 0) {
-        col2im_add_unpadded(image, col, geo);
+        col2im_add_unpadded(image, col, layout, geo);
     } else {
-        col2im_add_general(image, col, geo);
+        col2im_add_general(image, col, layout, geo);
     }
 }
 
 /// Adds the im2col-shaped gradient `col` into `image` as [`col2im_add`] does, for stride 1,
 /// dilation 1 and no padding, where each output row of each im2col row came from one
 /// contiguous run of the input.
-fn col2im_add_unpadded(image: &mut [f32], col: &[f32], geo: &ConvGeometry) {
-    let (width, ow_len) = (geo.width, geo.out_width);
-    let mut rows = col.chunks_exact(geo.out_plane());
-    for plane in image.chunks_exact_mut(geo.height * width) {
-        for ki in 0..geo.kernel.0 {
-            for kj in 0..geo.kernel.1 {
-                let src = rows.next().expect("im2col buffer matches the geometry");
-                for (oh, src_row) in src.chunks_exact(ow_len).enumerate() {
-                    let start = (oh + ki) * width + kj;
-                    for (d, &v) in plane[start..start + ow_len].iter_mut().zip(src_row) {
+fn col2im_add_unpadded(image: &mut [f32], col: &[f32], layout: ColLayout, geo: &ConvGeometry) {
+    pulp::Arch::new().dispatch(Col2imUnpadded {
+        image,
+        col,
+        layout,
+        geo,
+    });
+}
+
+/// The arguments of [`col2im_add_unpadded`].
+struct Col2imUnpadded<'a> {
+    image: &'a mut [f32],
+    col: &'a [f32],
+    layout: ColLayout,
+    geo: &'a ConvGeometry,
+}
+
+impl pulp::WithSimd for Col2imUnpadded<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let Col2imUnpadded {
+            image,
+            col,
+            layout,
+            geo,
+        } = self;
+        let lanes = S::F32_LANES;
+        let (width, ow_len) = (geo.width, geo.out_width);
+        let (kh, kw) = geo.kernel;
+        let indices = runs::load::<S>(&runs::LANE_INDICES, 0);
+        let zero = simd.splat_f32s(0.0);
+        let mut sums = [0.0f32; runs::LANE_INDICES.len()];
+
+        // Each vector of an input row gathers its sum from the runs of im2col rows that
+        // cover it: lane `l` of the vector at column `x0` is input column `x0 + l`, which
+        // run `(c, ki, kj)` of output row `oh = ih - ki` holds at position `x0 + l - kj`.
+        // Reading the runs, not the image, keeps each load clear of the stores before it.
+        for (c, plane) in image.chunks_exact_mut(geo.height * width).enumerate() {
+            for ih in 0..geo.height {
+                let rows = ih.saturating_sub(geo.out_height - 1)..(ih + 1).min(kh);
+                for x0 in (0..width).step_by(lanes) {
+                    let mut acc = zero;
+                    for ki in rows.clone() {
+                        let oh = ih - ki;
+                        for kj in 0..kw {
+                            let row = (c * kh + ki) * kw + kj;
+                            let from = row * layout.row_stride + layout.offset + oh * ow_len;
+                            // Lanes `kj - x0 .. kj - x0 + ow_len` lie inside the run.
+                            let first = kj as f32 - x0 as f32;
+                            let inside = simd.and_m32s(
+                                simd.greater_than_or_equal_f32s(indices, simd.splat_f32s(first)),
+                                simd.less_than_f32s(
+                                    indices,
+                                    simd.splat_f32s(first + ow_len as f32),
+                                ),
+                            );
+                            let values = runs::load_shifted::<S>(col, from + x0, kj);
+                            acc = simd.add_f32s(acc, simd.select_f32s(inside, values, zero));
+                        }
+                    }
+                    let count = lanes.min(width - x0);
+                    S::as_mut_simd_f32s(&mut sums[..lanes]).0[0] = acc;
+                    for (d, &v) in plane[ih * width + x0..][..count].iter_mut().zip(&sums) {
                         *d += v;
                     }
                 }
@@ -352,7 +455,7 @@ fn col2im_add_unpadded(image: &mut [f32], col: &[f32], geo: &ConvGeometry) {
 
 /// Adds the im2col-shaped gradient `col` into `image` as [`col2im_add`] does, for any stride,
 /// dilation and padding.
-fn col2im_add_general(image: &mut [f32], col: &[f32], geo: &ConvGeometry) {
+fn col2im_add_general(image: &mut [f32], col: &[f32], layout: ColLayout, geo: &ConvGeometry) {
     let (h, w) = (geo.height, geo.width);
     let (oh_len, ow_len) = (geo.out_height, geo.out_width);
     let Conv2dParams {
@@ -361,7 +464,7 @@ fn col2im_add_general(image: &mut [f32], col: &[f32], geo: &ConvGeometry) {
         dilation,
         ..
     } = geo.params;
-    let mut rows = col.chunks_exact(geo.out_plane());
+    let mut row = 0;
     for plane in image.chunks_exact_mut(h * w) {
         for ki in 0..geo.kernel.0 {
             let row_offset = (ki * dilation.0) as isize - padding.0 as isize;
@@ -369,7 +472,9 @@ fn col2im_add_general(image: &mut [f32], col: &[f32], geo: &ConvGeometry) {
             for kj in 0..geo.kernel.1 {
                 let col_offset = (kj * dilation.1) as isize - padding.1 as isize;
                 let (ow_lo, ow_hi) = valid_range(ow_len, w, stride.1, col_offset);
-                let src = rows.next().expect("im2col buffer matches the geometry");
+                let start = row * layout.row_stride + layout.offset;
+                let src = &col[start..start + geo.out_plane()];
+                row += 1;
                 for oh in oh_lo..oh_hi {
                     let ih = ((oh * stride.0) as isize + row_offset) as usize;
                     let dst = &mut plane[ih * w..(ih + 1) * w];
@@ -433,10 +538,15 @@ fn conv_image(
 }
 
 /// Writes the convolution of every image of `x` into `out`, spread over the rayon threads
-/// unless the caller is inside [`single_threaded`]. With `keep_cols` false, `scratch` contains
-/// one im2col matrix per task and is reused from image to image. With `keep_cols` true, it
-/// contains one per image and keeps every image's im2col matrix, in image order, for the
-/// backward pass. With `relu` true, every output value goes through `max(v, 0)`.
+/// unless the caller is inside [`single_threaded`]. With `relu` true, every output value goes
+/// through `max(v, 0)`.
+///
+/// Convolutions with small windows run through [`direct`], and `scratch` holds the packed
+/// weights and one padded image per task. Otherwise, with `keep_cols` false, `scratch` holds
+/// one im2col matrix per task, reused from image to image. With `keep_cols` true, it keeps
+/// the im2col matrices of all images for the backward pass, block by block in image order
+/// (see [`batched`]) when the convolution has one group, followed by one block's scratch per
+/// task.
 #[allow(clippy::too_many_arguments)]
 fn conv_forward(
     out: &mut [f32],
@@ -460,6 +570,54 @@ fn conv_forward(
         return;
     }
     let per_task = geo.batch.div_ceil(tasks);
+    if direct::applies(geo) {
+        let (packed, scratch) = scratch.split_at_mut(direct::packed_weights_len(geo));
+        direct::pack_weights(packed, weight, geo);
+        let packed = &*packed;
+        let run = |(out_chunk, (x_chunk, scratch)): (&mut [f32], (&[f32], &mut [f32]))| {
+            direct::forward(out_chunk, scratch, x_chunk, packed, bias, geo, relu);
+        };
+        if tasks > 1 {
+            out.par_chunks_mut(per_task * out_len)
+                .zip(
+                    x.par_chunks(per_task * image_len)
+                        .zip(scratch.par_chunks_mut(direct::scratch_len(geo))),
+                )
+                .for_each(run);
+        } else {
+            run((out, (x, scratch)));
+        }
+        return;
+    }
+    if keep_cols && batched::applies(geo) {
+        let (cols, scratch) = scratch.split_at_mut(geo.batch * col_len);
+        let per_task = geo.batch.div_ceil(batched::IMAGES).div_ceil(tasks) * batched::IMAGES;
+        let run = |((out_chunk, x_chunk), (cols, scratch)): BlockTask<'_>| {
+            single_threaded(|| {
+                for ((out_block, x_block), cols_block) in out_chunk
+                    .chunks_mut(batched::IMAGES * out_len)
+                    .zip(x_chunk.chunks(batched::IMAGES * image_len))
+                    .zip(cols.chunks_mut(batched::IMAGES * col_len))
+                {
+                    batched::forward_block(
+                        out_block, cols_block, scratch, x_block, weight, bias, geo, relu,
+                    );
+                }
+            })
+        };
+        if tasks > 1 {
+            out.par_chunks_mut(per_task * out_len)
+                .zip(x.par_chunks(per_task * image_len))
+                .zip(
+                    cols.par_chunks_mut(per_task * col_len)
+                        .zip(scratch.par_chunks_mut(batched::scratch_len(geo))),
+                )
+                .for_each(run);
+        } else {
+            run(((out, x), (cols, scratch)));
+        }
+        return;
+    }
     let task_scratch = if keep_cols {
         per_task * col_len
     } else {
@@ -493,9 +651,14 @@ fn conv_forward(
     }
 }
 
-/// One image's share of the convolution backward pass.
+/// One task of the block-by-block forward pass: its output images and input images, then
+/// its im2col matrices and its scratch.
+type BlockTask<'a> = ((&'a mut [f32], &'a [f32]), (&'a mut [f32], &'a mut [f32]));
+
+/// One task of the convolution backward pass: one image, or one block of images (see
+/// [`batched`]) from image `first`.
 struct ImageGrad<'a> {
-    image: usize,
+    first: usize,
     col: &'a mut [f32],
     dw: Option<&'a mut [f32]>,
     dx: Option<&'a mut [f32]>,
@@ -515,16 +678,19 @@ fn conv_image_backward(
 ) {
     let plane = geo.out_plane();
     let (rows, filters) = (geo.group_rows(), geo.group_filters());
-    let g_image = &g[item.image * geo.out_image_len()..(item.image + 1) * geo.out_image_len()];
+    let g_image = &g[item.first * geo.out_image_len()..(item.first + 1) * geo.out_image_len()];
     let col = item.col;
-    if let Some(dw) = item.dw {
+    let image = &x[item.first * geo.image_len()..(item.first + 1) * geo.image_len()];
+    let mut dw = item.dw;
+    if let Some(dw) = dw.as_deref_mut().filter(|_| direct::applies(geo)) {
+        direct::weight_gradient(dw, col, image, g_image, geo);
+    } else if let Some(dw) = dw {
         let image_cols = if kept_cols.is_empty() {
-            let image = &x[item.image * geo.image_len()..(item.image + 1) * geo.image_len()];
             im2col(col, image, geo);
             &*col
         } else {
             let col_len = geo.col_len();
-            &kept_cols[item.image * col_len..(item.image + 1) * col_len]
+            &kept_cols[item.first * col_len..(item.first + 1) * col_len]
         };
         // dW_gᵀ = col_g · G_gᵀ. With few filters, this orientation puts the long side in the
         // rows of `gemm`'s kernels and measured faster than `G_g · col_gᵀ` on LeNet-5 shapes.
@@ -558,7 +724,7 @@ fn conv_image_backward(
                 false,
             );
         }
-        col2im_add(dx, col, geo);
+        col2im_add(dx, col, ColLayout::single(geo), geo);
     }
 }
 
@@ -572,9 +738,10 @@ pub(super) type GradBuffer<'a> = Option<(&'a mut [f32], bool)>;
 /// training pass keeps them. `relu_out`, for a convolution with a fused ReLU, is the
 /// node's output: `g` then flows only where it is positive.
 ///
-/// Images are processed in waves of one image per rayon thread (one per wave inside
-/// [`single_threaded`]). Each image's weight gradient goes to its own buffer and the buffers
-/// are added in image order, so the result does not depend on the number of threads.
+/// Images, or the blocks of images the forward pass kept (see [`batched`]), are processed in
+/// waves of one per rayon thread (one per wave inside [`single_threaded`]). Each one's weight
+/// gradient goes to its own buffer and the buffers are added in image order, so the result
+/// does not depend on the number of threads.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv2d_backward(
     geo: &ConvGeometry,
@@ -644,8 +811,20 @@ pub(super) fn conv2d_backward(
         return;
     }
 
-    let tasks = parallel_images(geo.batch);
-    let mut scratch = take_from_pool(pool, tasks * col_len);
+    // A training pass of a convolution that runs block by block kept the im2col matrices
+    // of its blocks, and the backward pass goes block by block too.
+    let blocks = batched::applies(geo) && !kept_cols.is_empty();
+    let unit = if blocks { batched::IMAGES } else { 1 };
+    let units = geo.batch.div_ceil(unit);
+    let tasks = parallel_images(units);
+    let task_scratch = if blocks {
+        batched::scratch_len(geo)
+    } else if direct::applies(geo) {
+        col_len.max(direct::scratch_len(geo))
+    } else {
+        col_len
+    };
+    let mut scratch = take_from_pool(pool, tasks * task_scratch);
     let mut dw_parts = take_from_pool(pool, if dw.is_some() { tasks * weight_len } else { 0 });
     // The weight gradient is summed in the transposed layout of the per-image parts, so that
     // the sum reads them contiguously, and transposed back at the end. Each value is still
@@ -655,25 +834,42 @@ pub(super) fn conv2d_backward(
     if let Some(dw) = dw.as_deref() {
         transpose_groups(&mut dw_sum, dw, filters, rows);
     }
-    for wave_start in (0..geo.batch).step_by(tasks) {
-        let wave_end = (wave_start + tasks).min(geo.batch);
-        let mut dx_images = dx
-            .as_deref_mut()
-            .map(|d| d[wave_start * image_len..wave_end * image_len].chunks_exact_mut(image_len));
+    let out_len = geo.out_image_len();
+    for wave_start in (0..units).step_by(tasks) {
+        let wave_end = (wave_start + tasks).min(units);
+        let images = wave_start * unit..(wave_end * unit).min(geo.batch);
+        let mut dx_units = dx.as_deref_mut().map(|d| {
+            d[images.start * image_len..images.end * image_len].chunks_mut(unit * image_len)
+        });
         let mut dw_slots = dw.is_some().then(|| dw_parts.chunks_exact_mut(weight_len));
         // NOTE: this allocates a list of at most one entry per thread per wave, but the
         // tensor buffers themselves come from the workspace pool.
         let items: Vec<ImageGrad<'_>> = (wave_start..wave_end)
-            .zip(scratch.chunks_exact_mut(col_len))
-            .map(|(image, col)| ImageGrad {
-                image,
+            .zip(scratch.chunks_exact_mut(task_scratch))
+            .map(|(index, col)| ImageGrad {
+                first: index * unit,
                 col,
                 dw: dw_slots.as_mut().and_then(Iterator::next),
-                dx: dx_images.as_mut().and_then(Iterator::next),
+                dx: dx_units.as_mut().and_then(Iterator::next),
             })
             .collect();
         let work = |item: ImageGrad<'_>| {
-            single_threaded(|| conv_image_backward(item, g, x, w, kept_cols, geo))
+            single_threaded(|| {
+                if blocks {
+                    let block = item.first..(item.first + unit).min(geo.batch);
+                    batched::backward_block(
+                        &g[block.start * out_len..block.end * out_len],
+                        &kept_cols[block.start * col_len..block.end * col_len],
+                        w,
+                        geo,
+                        item.dw,
+                        item.dx,
+                        item.col,
+                    );
+                } else {
+                    conv_image_backward(item, g, x, w, kept_cols, geo);
+                }
+            })
         };
         if tasks > 1 {
             items.into_par_iter().for_each(work);
@@ -738,18 +934,13 @@ fn mask_and_sum_channels(
             let work = |task: usize, sums: &mut [f32], masked: &mut [f32]| {
                 let values = task * chunk..task * chunk + masked.len();
                 let (g, y) = (&g[values.clone()], &y[values]);
-                for (((sum, masked), g), y) in sums
-                    .iter_mut()
-                    .zip(masked.chunks_exact_mut(plane))
-                    .zip(g.chunks_exact(plane))
-                    .zip(y.chunks_exact(plane))
-                {
-                    // The same rule as the backward pass of the ReLU activation op.
-                    for ((m, &gv), &yv) in masked.iter_mut().zip(g).zip(y) {
-                        *m = if yv > 0.0 { gv } else { 0.0 };
-                    }
-                    *sum = lane_sum(masked);
-                }
+                pulp::Arch::new().dispatch(MaskAndSum {
+                    masked,
+                    sums,
+                    g,
+                    y,
+                    plane,
+                });
             };
             if tasks > 1 {
                 sums.par_chunks_mut(per_task)
@@ -762,9 +953,7 @@ fn mask_and_sum_channels(
         }
         None => {
             let work = |(sums, g): (&mut [f32], &[f32])| {
-                for (sum, g) in sums.iter_mut().zip(g.chunks_exact(plane)) {
-                    *sum = lane_sum(g);
-                }
+                pulp::Arch::new().dispatch(ChannelSums { sums, g, plane });
             };
             if tasks > 1 {
                 sums.par_chunks_mut(per_task)
@@ -777,22 +966,85 @@ fn mask_and_sum_channels(
     }
 }
 
-/// Returns the sum of `values`, added in 8 interleaved partial sums that are combined at the
-/// end, so that the compiler may vectorize it. The order depends only on the length.
-fn lane_sum(values: &[f32]) -> f32 {
-    const LANES: usize = 8;
-    let mut partial = [0.0f32; LANES];
-    let blocks = values.chunks_exact(LANES);
-    let tail = blocks.remainder();
-    for block in blocks {
-        for (p, &v) in partial.iter_mut().zip(block) {
-            *p += v;
+/// The arguments of one task of [`mask_and_sum_channels`] with a fused ReLU: `masked`, `g`
+/// and `y` hold `sums.len()` channels of `plane` values.
+struct MaskAndSum<'a> {
+    masked: &'a mut [f32],
+    sums: &'a mut [f32],
+    g: &'a [f32],
+    y: &'a [f32],
+    plane: usize,
+}
+
+impl pulp::WithSimd for MaskAndSum<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let MaskAndSum {
+            masked,
+            sums,
+            g,
+            y,
+            plane,
+        } = self;
+        let zero = simd.splat_f32s(0.0);
+        for (((sum, masked), g), y) in sums
+            .iter_mut()
+            .zip(masked.chunks_exact_mut(plane))
+            .zip(g.chunks_exact(plane))
+            .zip(y.chunks_exact(plane))
+        {
+            // The same rule as the backward pass of the ReLU activation op: the gradient
+            // passes where the output is positive.
+            let (masked_head, masked_tail) = S::as_mut_simd_f32s(masked);
+            let (g_head, g_tail) = S::as_simd_f32s(g);
+            let (y_head, y_tail) = S::as_simd_f32s(y);
+            for ((m, &gv), &yv) in masked_head.iter_mut().zip(g_head).zip(y_head) {
+                *m = simd.select_f32s(simd.greater_than_f32s(yv, zero), gv, zero);
+            }
+            for ((m, &gv), &yv) in masked_tail.iter_mut().zip(g_tail).zip(y_tail) {
+                *m = if yv > 0.0 { gv } else { 0.0 };
+            }
+            *sum = vector_sum(simd, masked);
         }
     }
-    for (p, &v) in partial.iter_mut().zip(tail) {
-        *p += v;
+}
+
+/// The arguments of one task of [`mask_and_sum_channels`] without a ReLU: `g` holds
+/// `sums.len()` channels of `plane` values.
+struct ChannelSums<'a> {
+    sums: &'a mut [f32],
+    g: &'a [f32],
+    plane: usize,
+}
+
+impl pulp::WithSimd for ChannelSums<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        for (sum, g) in self.sums.iter_mut().zip(self.g.chunks_exact(self.plane)) {
+            *sum = vector_sum(simd, g);
+        }
     }
-    partial.iter().sum()
+}
+
+/// Returns the sum of `values`: whole vectors added lane by lane, the lanes added together,
+/// then the values past the last whole vector. The order depends only on the length and
+/// the instruction set.
+#[inline(always)]
+fn vector_sum<S: pulp::Simd>(simd: S, values: &[f32]) -> f32 {
+    let (head, tail) = S::as_simd_f32s(values);
+    let mut acc = simd.splat_f32s(0.0);
+    for &v in head {
+        acc = simd.add_f32s(acc, v);
+    }
+    let mut total = simd.reduce_sum_f32s(acc);
+    for &v in tail {
+        total += v;
+    }
+    total
 }
 
 /// The sizes of one pooling, derived from the input shape.
@@ -928,6 +1180,11 @@ fn max_pool_planes(x: &[f32], out: &mut [f32], argmax: &mut [f32], geo: &PoolGeo
     // computed once.
     // The most common pooling, 2x2 windows with stride 2 and no padding, has its own loop.
     let pair_pool = geo.kernel == (2, 2) && geo.stride == (2, 2) && geo.padding == (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = pool2x2::available().filter(|_| pair_pool) {
+        pool2x2::forward(simd, x, out, argmax, geo);
+        return;
+    }
     let columns: Vec<std::ops::Range<usize>> =
         (0..geo.out_width).map(|ow| geo.window(0, ow).1).collect();
     for ((plane, out_plane), index_plane) in x
@@ -982,9 +1239,28 @@ fn parallel_planes(planes: usize) -> usize {
     }
 }
 
-/// Adds the max-pooling gradient `g` to `dx`: each output gradient goes to the input
-/// position whose index within its plane is stored in `argmax`.
-pub(super) fn max_pool2d_backward(dx: &mut [f32], g: &[f32], argmax: &[f32], geo: &PoolGeometry) {
+/// Writes the max-pooling gradient `g` into `dx`, or adds it with `accumulate`: each output
+/// gradient goes to the input position whose index within its plane is stored in `argmax`.
+pub(super) fn max_pool2d_backward(
+    dx: &mut [f32],
+    accumulate: bool,
+    g: &[f32],
+    argmax: &[f32],
+    geo: &PoolGeometry,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if !accumulate
+        && geo.kernel == (2, 2)
+        && geo.stride == (2, 2)
+        && geo.padding == (0, 0)
+        && let Some(simd) = pool2x2::available().filter(|_| pool2x2::tiles(geo))
+    {
+        pool2x2::backward_write(simd, dx, g, argmax, geo);
+        return;
+    }
+    if !accumulate {
+        dx.fill(0.0);
+    }
     let (plane_in, plane_out) = (geo.height * geo.width, geo.out_height * geo.out_width);
     let run = |(dx, (g, argmax)): (&mut [f32], (&[f32], &[f32]))| {
         for ((dx_plane, g_plane), index_plane) in dx
@@ -1039,9 +1315,10 @@ impl Graph<'_> {
     /// `bias: [c_out]`, giving `[n, c_out, h_out, w_out]` with
     /// `h_out = (h + 2 * padding - dilation * (kh - 1) - 1) / stride + 1`, and likewise `w_out`.
     ///
-    /// Each image is computed on its own (im2col and one matrix multiply per group), so its
-    /// output is the same bit for bit whatever batch it is in. Outside [`single_threaded`]
-    /// the images are spread over the rayon threads.
+    /// Outside a training pass, each image is computed on its own (im2col and one matrix
+    /// multiply per group, or direct loops for small windows), so its output is the same bit
+    /// for bit whatever batch it is in. A training pass multiplies blocks of 8 images at once.
+    /// Outside [`single_threaded`] the images are spread over the rayon threads.
     ///
     /// # Panics
     ///
@@ -1100,8 +1377,17 @@ impl Graph<'_> {
             || bias.is_some_and(|b| self.node(b).needs_grad);
         // A training pass keeps every image's im2col matrix for the weight gradient, so the
         // backward pass need not build them again.
-        let keep_cols = self.training && self.node(weight).needs_grad;
-        let scratch_len = if keep_cols { geo.batch } else { tasks } * geo.col_len();
+        let direct = direct::applies(&geo);
+        let keep_cols = self.training && self.node(weight).needs_grad && !direct;
+        let scratch_len = if direct {
+            direct::packed_weights_len(&geo) + tasks * direct::scratch_len(&geo)
+        } else if keep_cols && batched::applies(&geo) {
+            geo.batch * geo.col_len() + tasks * batched::scratch_len(&geo)
+        } else if keep_cols {
+            geo.batch * geo.col_len()
+        } else {
+            tasks * geo.col_len()
+        };
         let mut out = self.ws.take_buffer(geo.batch * geo.out_image_len());
         let mut scratch = self.ws.take_buffer(scratch_len);
         conv_forward(
@@ -1116,6 +1402,8 @@ impl Graph<'_> {
             relu,
         );
         let kept_cols = if keep_cols {
+            // The block scratch after the im2col matrices is no longer needed.
+            scratch.truncate(geo.batch * geo.col_len());
             scratch
         } else {
             if scratch.capacity() > 0 {
@@ -1328,14 +1616,35 @@ mod tests {
             let weight = [4, channels, kernel.0, kernel.1];
             let geo = ConvGeometry::new(&[1, channels, size.0, size.1], &weight, params);
             let image: Vec<f32> = (0..geo.image_len()).map(|v| v as f32 + 1.0).collect();
-            let mut dense = vec![f32::NAN; geo.col_len()];
-            let mut general = vec![f32::NAN; geo.col_len()];
-            im2col_dense(&mut dense, &image, &geo);
-            im2col_general(&mut general, &image, &geo);
-            assert_eq!(
-                dense, general,
-                "{channels} channels, {size:?}, {kernel:?}, {padding:?}"
-            );
+            let plane = geo.out_plane();
+            let rows = geo.col_len() / plane;
+            let mut single = vec![-7.0; geo.col_len()];
+            im2col_general(&mut single, ColLayout::single(&geo), &image, &geo);
+
+            // Alone, and as the middle image of three sharing one matrix.
+            let shared = ColLayout {
+                row_stride: 3 * plane,
+                offset: plane,
+            };
+            for layout in [ColLayout::single(&geo), shared] {
+                let len = rows * layout.row_stride;
+                let mut dense = vec![-7.0; len];
+                let mut general = vec![-7.0; len];
+                im2col_dense(&mut dense, layout, &image, &geo);
+                im2col_general(&mut general, layout, &image, &geo);
+                let case = format!("{channels} channels, {size:?}, {kernel:?}, {padding:?}");
+                assert_eq!(dense, general, "{case}, {layout:?}");
+                for (row, expected) in single.chunks_exact(plane).enumerate() {
+                    let start = row * layout.row_stride + layout.offset;
+                    assert_eq!(&dense[start..start + plane], expected, "{case}, row {row}");
+                }
+                let written = dense.iter().filter(|&&v| v != -7.0).count();
+                let expected = single.iter().filter(|&&v| v != -7.0).count();
+                assert_eq!(
+                    written, expected,
+                    "{case}: values written outside the image"
+                );
+            }
         }
     }
 
@@ -1350,25 +1659,25 @@ mod tests {
             let weight = [4, channels, kernel.0, kernel.1];
             let params = Conv2dParams::default();
             let geo = ConvGeometry::new(&[1, channels, size.0, size.1], &weight, params);
-            let col: Vec<f32> = (0..geo.col_len()).map(|v| (v % 13) as f32 - 6.0).collect();
+            let plane = geo.out_plane();
             let start: Vec<f32> = (0..geo.image_len()).map(|v| v as f32 * 0.5).collect();
-            let (mut unpadded, mut general) = (start.clone(), start);
-            col2im_add_unpadded(&mut unpadded, &col, &geo);
-            col2im_add_general(&mut general, &col, &geo);
-            assert_eq!(
-                unpadded, general,
-                "{channels} channels, {size:?}, {kernel:?}"
-            );
-        }
-    }
 
-    #[test]
-    fn copy_short_copies_every_length() {
-        for len in 0..40 {
-            let src: Vec<f32> = (0..len).map(|v| v as f32).collect();
-            let mut dst = vec![-1.0; len];
-            copy_short(&mut dst, &src);
-            assert_eq!(dst, src, "length {len}");
+            // Alone, and as the last image of two sharing one matrix.
+            let shared = ColLayout {
+                row_stride: 2 * plane,
+                offset: plane,
+            };
+            for layout in [ColLayout::single(&geo), shared] {
+                let len = geo.col_len() / plane * layout.row_stride;
+                let col: Vec<f32> = (0..len).map(|v| (v % 13) as f32 - 6.0).collect();
+                let (mut unpadded, mut general) = (start.clone(), start.clone());
+                col2im_add_unpadded(&mut unpadded, &col, layout, &geo);
+                col2im_add_general(&mut general, &col, layout, &geo);
+                assert_eq!(
+                    unpadded, general,
+                    "{channels} channels, {size:?}, {kernel:?}, {layout:?}"
+                );
+            }
         }
     }
 

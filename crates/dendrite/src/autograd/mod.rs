@@ -113,9 +113,10 @@ pub(crate) enum Op {
     /// Inverted dropout; the node's auxiliary buffer keeps the mask, 0 or `1 / (1 - rate)`.
     Dropout(Var),
     /// 2-D convolution of `x: [n, c_in, h, w]` with `weight: [c_out, c_in / groups, kh, kw]`
-    /// and an optional `bias: [c_out]`. In a training pass where the weight needs a gradient,
-    /// the node's auxiliary buffer keeps the im2col matrix of every image. Otherwise it is
-    /// empty. With `relu` true, the node's value is `max(conv, 0)`.
+    /// and an optional `bias: [c_out]`. In a training pass where the weight needs a gradient
+    /// and the convolution goes through im2col, the node's auxiliary buffer keeps the im2col
+    /// matrices of all images. Otherwise it is empty. With `relu` true, the node's value is
+    /// `max(conv, 0)`.
     Conv2d {
         x: Var,
         weight: Var,
