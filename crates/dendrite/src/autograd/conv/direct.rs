@@ -7,8 +7,8 @@
 //! the sum of the input rows under the kernel taps, each scaled by its weight, computed a
 //! vector of [`LANES`] output columns at a time.
 //!
-//! The loops are written for the compiler to vectorize, and run under the widest instruction
-//! set the CPU has ([`pulp::Arch`]). They are used only where that set has fused multiply-add.
+//! The loops use AVX-512 vectors through [`pulp`] and run only on CPUs that have them; on
+//! other CPUs such a layer goes through im2col like any other.
 
 use super::ConvGeometry;
 use super::runs::load;
