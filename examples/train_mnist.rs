@@ -116,6 +116,8 @@ fn run() -> dendrite::Result<()> {
         },
         early_stopping: None,
         augment: dendrite::data::Augment::default(),
+        clip_norm: None,
+        clip_value: None,
     };
     train::fit(
         &mut model,

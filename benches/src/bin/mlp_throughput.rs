@@ -153,6 +153,8 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error>> {
         schedule: Schedule::Constant,
         early_stopping: None,
         augment: dendrite::data::Augment::default(),
+        clip_norm: None,
+        clip_value: None,
     };
     let history = pool.install(|| train::fit(&mut model, &dataset, None, &config, &mut Silent))?;
 

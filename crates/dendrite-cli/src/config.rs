@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use dendrite::data::{
-    self, BadFilePolicy, ColorMode, CsvConfig, Dataset, ImageFolderConfig, TabularPreprocessor,
-    Targets,
+    self, BadFilePolicy, ColorMode, CsvConfig, Dataset, ImageFolderConfig, SeriesConfig,
+    TabularPreprocessor, Targets,
 };
 use dendrite::model::{InputKind, Preprocessing};
 use dendrite::nn::LayerSpec;
@@ -80,6 +80,7 @@ pub enum DataConfig {
     },
     /// A CSV file with a header row, numeric and categorical columns.
     Csv(CsvConfig),
+    Series(SeriesConfig),
 }
 
 fn default_classes() -> usize {
@@ -110,6 +111,11 @@ impl Config {
             .with_context(|| format!("{}", path.display()))?;
         if let DataConfig::Csv(csv) = &config.data {
             csv.validate()
+                .with_context(|| format!("{}", path.display()))?;
+        }
+        if let DataConfig::Series(series) = &config.data {
+            series
+                .validate()
                 .with_context(|| format!("{}", path.display()))?;
         }
         let split = config.data.validation_split();
@@ -176,6 +182,7 @@ impl DataConfig {
                 resolve(train);
                 test.iter_mut().for_each(resolve);
             }
+            DataConfig::Series(SeriesConfig { file, .. }) => resolve(file),
         }
     }
 
@@ -191,6 +198,8 @@ impl DataConfig {
             | DataConfig::ImageFolder {
                 validation_split, ..
             } => validation_split,
+            // A series is split by validation_length, at the end of the training part.
+            DataConfig::Series(_) => 0.0,
         }
     }
 
@@ -200,7 +209,7 @@ impl DataConfig {
             DataConfig::Idx { normalize, .. } | DataConfig::ImageFolder { normalize, .. } => {
                 normalize
             }
-            DataConfig::Csv(_) => false,
+            DataConfig::Csv(_) | DataConfig::Series(_) => false,
         }
     }
 
@@ -339,6 +348,11 @@ impl DataConfig {
                 })
             }
             DataConfig::Csv(_) => unreachable!("CSV data is prepared by CsvConfig::prepare"),
+            DataConfig::Series(_) => {
+                bail!(
+                    "format = \"series\" is trained by `dendrite train` and evaluated by `dendrite evaluate`; it has no other use yet"
+                )
+            }
         }
     }
 }

@@ -22,6 +22,9 @@ pub fn evaluate(
     json: Option<&Path>,
 ) -> Result<()> {
     let SavedModel { model, meta } = model::load(model_path)?;
+    if let Some(series) = &meta.series {
+        return crate::forecast::evaluate(&model, series, data_path, json);
+    }
     let decision = meta.binary_decision()?;
     let mut dataset = if reads_as_csv(data_path, &meta) {
         read_csv_dataset(data_path, &meta)?

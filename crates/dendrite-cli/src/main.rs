@@ -5,6 +5,7 @@
 
 mod config;
 mod cv;
+mod forecast;
 mod infer;
 mod preprocess;
 mod report;
@@ -20,7 +21,7 @@ CONFIG KEYS (TOML). Relative paths are resolved against the folder of the config
 
 [data]
   format            \"idx\" (images + labels in the MNIST format, raw or gzip), \"image_folder\"
-                    (one subfolder of PNG or JPEG images per class) or \"csv\"
+                    (one subfolder of PNG or JPEG images per class), \"csv\" or \"series\"
   validation_split  fraction of the training rows held out for validation, in [0, 1);
                     stratified by class for classifiers (default 0.1 for idx and
                     image_folder, 0 for csv)
@@ -70,6 +71,25 @@ CONFIG KEYS (TOML). Relative paths are resolved against the folder of the config
   categories and imputed values come from the training split only; model.json stores them,
   and evaluate and predict apply them to new files.
 
+  For format = \"series\" (a time series; see evaluate and forecast):
+  file              the CSV file with the whole series
+  time_column       optional; integers, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, strictly
+                    increasing; without it the rows are in time order
+  value_columns     the columns to forecast; they are also inputs
+  feature_columns   extra numeric input columns (needs forecast = \"direct\")
+  lookback          input steps per window
+  horizon           steps predicted per window (default 1); the last layer needs
+                    horizon x value columns units
+  stride            steps between training windows (default 1)
+  difference        lag of differencing before scaling, 0 (default) for none
+  scaling           \"standard\" (default), \"min_max\" or \"none\", fitted on the training part
+  season_length     steps per season, for the seasonal naive baseline
+  test_length       steps at the end held out as the test part
+  validation_length steps before the test part held out for validation (default 0)
+  forecast          \"recursive\" (default) or \"direct\"
+  missing           \"error\" (default), \"drop\", \"forward_fill\" or \"interpolate\"
+  max_memory_mib    the largest buffer reading or batching may allocate (default 1024)
+
 [model]
   positive_class    for two classes: the class whose probability decides (default: the
                     second class in sorted order)
@@ -85,10 +105,15 @@ CONFIG KEYS (TOML). Relative paths are resolved against the folder of the config
                       padding = 0, activation = \"relu\" }
                     { type = \"max_pool2d\", kernel_size = 2 }, { type = \"avg_pool2d\", ... },
                     { type = \"global_avg_pool2d\" }
+                    { type = \"lstm\", units = N, num_layers = 1, return_sequences = false,
+                      init = \"glorot_uniform\", recurrent_init = \"orthogonal\" }, also
+                      \"rnn\" (tanh) and \"gru\"; input [time, features]
+                    { type = \"conv1d\", filters = N, kernel_size = K, stride = 1,
+                      padding = 0, activation = \"relu\" }; input [time, channels]
                     activations: identity, relu, gelu, sigmoid, tanh, step,
                       { leaky_relu = { slope = 0.01 } }, { elu = { alpha = 1.0 } }
                     inits: glorot_uniform (default), glorot_normal, he_uniform, he_normal,
-                      lecun_normal, zeros
+                      lecun_normal, orthogonal, zeros
 
 [training]
   epochs            passes over the training data
@@ -96,6 +121,9 @@ CONFIG KEYS (TOML). Relative paths are resolved against the folder of the config
   loss              \"cross_entropy\", \"binary_cross_entropy\" or \"mse\"
   seed              seed for weights, validation split and shuffling (default 0)
   shuffle           shuffle the rows every epoch (default true)
+  clip_norm         scale all gradients of a step when their global L2 norm exceeds this
+                    (default off)
+  clip_value        clamp every gradient value to [-clip_value, clip_value] (default off)
 [training.optimizer]
   type = \"sgd\"      learning_rate, momentum (0), nesterov (false), weight_decay (0)
   type = \"adam\"     learning_rate (0.001), beta1 (0.9), beta2 (0.999), epsilon (1e-8),
@@ -196,6 +224,26 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Forecast the next K values after the end of a series with a model trained on
+    /// `format = "series"`, and write them as CSV with their timestamps.
+    ///
+    /// The file is read and prepared with the preprocessing stored in model.json. The model
+    /// predicts from the last `lookback` rows; with `forecast = "recursive"` it feeds its
+    /// predictions back in to go past its horizon, with `forecast = "direct"` K may be at
+    /// most the horizon. Timestamps continue from the last one by the most common step of
+    /// the file.
+    Forecast {
+        /// The model folder (or its model.json).
+        model: PathBuf,
+        /// The series CSV file, with the columns the model was trained on.
+        series: PathBuf,
+        /// The number of steps to forecast.
+        #[arg(long, value_name = "K")]
+        steps: usize,
+        /// Write the CSV to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Write IDX images as PNG files in an image folder: OUT_DIR/<label>/<row>.png.
     ///
     /// The result is the layout that `[data] format = "image_folder"` reads, for example from
@@ -248,6 +296,12 @@ fn main() -> ExitCode {
             json,
         } => infer::evaluate(&model, &data, labels.as_deref(), json.as_deref()),
         Command::Predict { model, input, out } => infer::predict(&model, &input, out.as_deref()),
+        Command::Forecast {
+            model,
+            series,
+            steps,
+            out,
+        } => forecast::forecast(&model, &series, steps, out.as_deref()),
         Command::ExportImages {
             images,
             labels,

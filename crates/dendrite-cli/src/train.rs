@@ -19,6 +19,9 @@ use crate::config::{Config, ModelConfig, PreparedData, name_config};
 pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> {
     let started = Instant::now();
     let config = Config::load(config_path)?;
+    if let crate::config::DataConfig::Series(series) = &config.data {
+        return crate::forecast::train(config_path, &config, series, out, quiet, started);
+    }
 
     // Everything that can fail on bad input is checked before the output folder is touched.
     let PreparedData {
@@ -58,6 +61,7 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         task,
         preprocessing,
         tabular,
+        series: None,
         decision_threshold,
     };
     let decision = info.binary_decision()?;
@@ -231,15 +235,15 @@ const SAVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Prints the epochs, drives the progress bar, appends to `metrics.jsonl` after every epoch
 /// and writes the model every [`SAVE_INTERVAL`].
-struct Progress<'a> {
-    out_dir: &'a Path,
-    bar: Option<ProgressBar>,
-    quiet: bool,
-    metrics: Option<BufWriter<fs::File>>,
-    last_save: Instant,
-    rows_in_epoch: usize,
-    info: &'a ModelInfo,
-    epochs: usize,
+pub(crate) struct Progress<'a> {
+    pub(crate) out_dir: &'a Path,
+    pub(crate) bar: Option<ProgressBar>,
+    pub(crate) quiet: bool,
+    pub(crate) metrics: Option<BufWriter<fs::File>>,
+    pub(crate) last_save: Instant,
+    pub(crate) rows_in_epoch: usize,
+    pub(crate) info: &'a ModelInfo,
+    pub(crate) epochs: usize,
 }
 
 impl Callback for Progress<'_> {
@@ -292,6 +296,11 @@ impl Callback for Progress<'_> {
             }
             if let Some(accuracy) = record.val_accuracy {
                 line.push_str(&format!("  val_accuracy {accuracy:.4}"));
+            }
+            if let (Some(clipped), Some(norm)) = (record.clipped_steps, record.max_gradient_norm) {
+                line.push_str(&format!(
+                    "  clipped {clipped} steps (max gradient norm {norm:.3})"
+                ));
             }
             line.push_str(&format!("  {:.0} samples/s", record.samples_per_second));
             println!("{line}");

@@ -68,6 +68,8 @@ fn config(epochs: usize, learning_rate: f32) -> TrainConfig {
         schedule: Schedule::Constant,
         early_stopping: None,
         augment: dendrite::data::Augment::default(),
+        clip_norm: None,
+        clip_value: None,
     }
 }
 

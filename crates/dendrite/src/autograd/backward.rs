@@ -3,6 +3,7 @@
 use super::conv::{self, ConvGeometry, PoolGeometry};
 use super::norm;
 use super::ops::sigmoid;
+use super::recurrent::{self, RecurrentGrads, RecurrentInputs};
 use super::{Activation, Graph, Node, Op, Var, take_from_pool};
 use crate::autograd::Parameters;
 use crate::tensor::{Transpose, matmul_into, sum_rows_into};
@@ -437,6 +438,65 @@ fn backward_node(node: &Node, labels: &[usize], sink: &mut Sink<'_>) {
                     sink.put(var, buffer);
                 }
             }
+        }
+
+        Op::Recurrent { .. } => backward_recurrent(node, sink),
+
+        Op::SwapLastAxes(x) => {
+            let dims = node.shape.dims();
+            let (a, c, b) = (dims[0], dims[1], dims[2]);
+            if let Some((mut dx, accumulate)) = sink.take(x) {
+                // The output is [a, c, b]; swapping its gradient back gives [a, b, c].
+                let mut swapped = take_from_pool(sink.pool, dx.len());
+                recurrent::swap_axes(&mut swapped, g, a, c, b);
+                if accumulate {
+                    for (d, s) in dx.iter_mut().zip(&swapped) {
+                        *d += s;
+                    }
+                } else {
+                    dx.copy_from_slice(&swapped);
+                }
+                sink.pool.push(swapped);
+                sink.put(x, dx);
+            }
+        }
+    }
+}
+
+/// Applies the backward rule of a recurrent node.
+fn backward_recurrent(node: &Node, sink: &mut Sink<'_>) {
+    let Op::Recurrent { x, weights, .. } = node.op else {
+        unreachable!("backward_recurrent called on another op");
+    };
+    let mut dx = sink.take(x);
+    let mut dw_ih = sink.take(weights.weight_ih);
+    let mut dw_hh = sink.take(weights.weight_hh);
+    let mut db_ih = sink.take(weights.bias_ih);
+    let mut db_hh = sink.take(weights.bias_hh);
+    let inputs = RecurrentInputs {
+        x: values_of(sink.lower, sink.params, x),
+        x_shape: sink.lower[x.0].shape.dims(),
+        weight_ih: values_of(sink.lower, sink.params, weights.weight_ih),
+        weight_hh: values_of(sink.lower, sink.params, weights.weight_hh),
+    };
+    let grads = RecurrentGrads {
+        x: as_grad(&mut dx),
+        weight_ih: as_grad(&mut dw_ih),
+        weight_hh: as_grad(&mut dw_hh),
+        bias_ih: as_grad(&mut db_ih),
+        bias_hh: as_grad(&mut db_hh),
+    };
+    recurrent::recurrent_backward(node, &node.grad, inputs, grads, sink.pool);
+    let buffers = [
+        (x, dx),
+        (weights.weight_ih, dw_ih),
+        (weights.weight_hh, dw_hh),
+        (weights.bias_ih, db_ih),
+        (weights.bias_hh, db_hh),
+    ];
+    for (var, buffer) in buffers {
+        if let Some((buffer, _)) = buffer {
+            sink.put(var, buffer);
         }
     }
 }

@@ -30,11 +30,13 @@ mod conv;
 mod norm;
 mod ops;
 mod params;
+mod recurrent;
 
 pub use conv::Conv2dParams;
 pub use norm::{BatchNormState, BatchStatistics};
 pub use ops::Activation;
 pub use params::{ParamId, Parameters};
+pub use recurrent::{RecurrentCell, RecurrentWeights};
 
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -151,6 +153,17 @@ pub(crate) enum Op {
         bias: Var,
         training: bool,
     },
+    /// A recurrent layer over `x: [batch, time, features]` (see [`Graph::recurrent`]). The
+    /// node's auxiliary buffer keeps the hidden states, the activated gates and the LSTM cell
+    /// states or GRU recurrent products of every step.
+    Recurrent {
+        x: Var,
+        weights: RecurrentWeights,
+        cell: RecurrentCell,
+        return_sequences: bool,
+    },
+    /// The last two axes of a 3-D value swapped.
+    SwapLastAxes(Var),
 }
 
 #[derive(Debug)]

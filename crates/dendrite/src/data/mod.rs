@@ -12,6 +12,7 @@ pub mod batch;
 pub mod idx;
 pub mod image_folder;
 pub mod normalize;
+pub mod series;
 pub mod split;
 pub mod tabular;
 pub mod weights;
@@ -27,9 +28,12 @@ pub use image_folder::{
     load_image_folder, write_png_folder,
 };
 pub use normalize::{ChannelStats, MIN_CHANNEL_STD};
+pub use series::{SeriesConfig, SeriesPreprocessor, SeriesWindows};
 pub use split::{RowSplit, k_fold, random_split, split_rows, stratified_k_fold, stratified_split};
 pub use tabular::{CsvConfig, TabularPreprocessor, TabularSource};
 pub use weights::ClassWeights;
+
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -92,6 +96,10 @@ pub struct Dataset {
 
     /// The expected outputs, one per row of `features`.
     pub targets: Targets,
+
+    /// For a dataset of sliding windows over a series (see [`Dataset::windowed`]), the
+    /// windows, which are gathered by index instead of being stored in `features`.
+    windows: Option<Arc<SeriesWindows>>,
 }
 
 impl Dataset {
@@ -154,12 +162,51 @@ impl Dataset {
             }
         }
 
-        Ok(Dataset { features, targets })
+        Ok(Dataset {
+            features,
+            targets,
+            windows: None,
+        })
+    }
+
+    /// Builds a dataset of sliding windows over a series: row `i` is window `i` of
+    /// `windows`, gathered by index when a batch asks for it, so the windows are never
+    /// stored one by one. `features` is then an empty tensor of shape `[0]`; read the rows
+    /// with [`Dataset::gather_into`] and [`Dataset::gather_into_slice`].
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Shape`] if `targets` is not `[windows, k]`.
+    pub fn windowed(windows: SeriesWindows, targets: Tensor) -> Result<Self> {
+        if targets.rank() != 2 || targets.shape()[0] != windows.len() {
+            return Err(Error::Shape {
+                op: "Dataset::windowed",
+                message: format!(
+                    "{} windows need targets of shape [{}, k], got {:?}",
+                    windows.len(),
+                    windows.len(),
+                    targets.shape()
+                ),
+            });
+        }
+        Ok(Dataset {
+            features: Tensor::zeros(&[0]),
+            targets: Targets::Values(targets),
+            windows: Some(Arc::new(windows)),
+        })
+    }
+
+    /// Returns the windows of a dataset built by [`Dataset::windowed`].
+    pub fn windows(&self) -> Option<&SeriesWindows> {
+        self.windows.as_deref()
     }
 
     /// Returns the number of rows.
     pub fn len(&self) -> usize {
-        self.features.shape()[0]
+        match &self.windows {
+            Some(windows) => windows.len(),
+            None => self.features.shape()[0],
+        }
     }
 
     /// Returns true if the dataset has no rows.
@@ -169,7 +216,10 @@ impl Dataset {
 
     /// Returns the shape of one row of features, without the batch dimension.
     pub fn feature_shape(&self) -> &[usize] {
-        &self.features.shape()[1..]
+        match &self.windows {
+            Some(windows) => windows.window_shape(),
+            None => &self.features.shape()[1..],
+        }
     }
 
     /// Returns the number of values in one row of features.
@@ -205,9 +255,17 @@ impl Dataset {
     ///
     /// Panics if an index is out of range.
     pub fn subset(&self, indices: &[usize]) -> Dataset {
-        Dataset {
-            features: self.features.gather_rows(indices),
-            targets: self.targets.subset(indices),
+        match &self.windows {
+            Some(windows) => Dataset {
+                features: self.features.clone(),
+                targets: self.targets.subset(indices),
+                windows: Some(Arc::new(windows.subset(indices))),
+            },
+            None => Dataset {
+                features: self.features.gather_rows(indices),
+                targets: self.targets.subset(indices),
+                windows: None,
+            },
         }
     }
 
@@ -219,7 +277,7 @@ impl Dataset {
     ///
     /// Panics if an index is out of range.
     pub fn gather_into(&self, indices: &[usize], out: &mut Vec<f32>) {
-        let cols = self.features.dims2().1;
+        let cols = self.feature_len();
         out.clear();
         out.resize(indices.len() * cols, 0.0);
         self.gather_into_slice(indices, out);
@@ -232,6 +290,10 @@ impl Dataset {
     ///
     /// Panics if an index is out of range or `out` has the wrong length.
     pub fn gather_into_slice(&self, indices: &[usize], out: &mut [f32]) {
+        if let Some(windows) = &self.windows {
+            windows.gather_into_slice(indices, out);
+            return;
+        }
         let (rows, cols) = self.features.dims2();
         let data = self.features.data();
         assert_eq!(

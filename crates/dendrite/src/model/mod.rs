@@ -14,7 +14,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::autograd::Parameters;
-use crate::data::{ChannelStats, ColorMode, TabularPreprocessor};
+use crate::data::{ChannelStats, ColorMode, SeriesPreprocessor, TabularPreprocessor};
 use crate::error::{Error, Result};
 use crate::nn::{LayerSpec, Loss, Sequential};
 use crate::tensor::Tensor;
@@ -71,6 +71,9 @@ pub struct ModelMeta {
     /// that evaluation and prediction find columns by name and encode them the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tabular: Option<TabularPreprocessor>,
+    /// The windowing, differencing and scaling of a forecaster trained on a series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<SeriesPreprocessor>,
     /// For binary classifiers, the class whose probability decides and the threshold it
     /// must reach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +139,8 @@ pub struct ModelInfo {
     pub preprocessing: Option<Preprocessing>,
     /// The fitted preprocessing of CSV columns, for models trained on CSV files.
     pub tabular: Option<TabularPreprocessor>,
+    /// The series preprocessing of a forecaster.
+    pub series: Option<SeriesPreprocessor>,
     /// The decision rule of a binary classifier.
     pub decision_threshold: Option<DecisionThreshold>,
 }
@@ -148,6 +153,7 @@ impl ModelInfo {
             task,
             preprocessing: None,
             tabular: None,
+            series: None,
             decision_threshold: None,
         }
     }
@@ -270,6 +276,7 @@ pub fn save(dir: &Path, model: &Sequential, info: &ModelInfo) -> Result<()> {
         task: info.task.clone(),
         columns: None,
         tabular: info.tabular.clone(),
+        series: info.series.clone(),
         decision_threshold: info.decision_threshold.clone(),
         preprocessing: info.preprocessing.clone(),
     };

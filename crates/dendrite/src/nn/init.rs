@@ -24,6 +24,11 @@ pub enum Init {
     HeNormal,
     /// Normal with standard deviation `sqrt(1 / fan_in)` (LeCun, 1998), for SELU and tanh.
     LecunNormal,
+    /// A random orthogonal matrix (Saxe et al., 2014): the weight, seen as `[shape[0],
+    /// rest]`, has orthonormal rows or columns, whichever are fewer, drawn by Gram-Schmidt on
+    /// a normal matrix as PyTorch's `orthogonal_` does by QR. Keras's default for recurrent
+    /// weights.
+    Orthogonal,
     /// All zeros.
     Zeros,
 }
@@ -58,10 +63,48 @@ impl Init {
                 let std = (1.0 / fan_in).sqrt();
                 (0..numel).map(|_| std * rng.normal()).collect()
             }
+            Init::Orthogonal => orthogonal(shape, rng),
             Init::Zeros => vec![0.0; numel],
         };
         Tensor::from_vec(shape, data)
     }
+}
+
+/// Draws a matrix of `shape` (flattened to `[shape[0], rest]`) with orthonormal rows or
+/// columns, whichever are fewer.
+fn orthogonal(shape: &[usize], rng: &mut Rng) -> Vec<f32> {
+    let rows = shape.first().copied().unwrap_or(1);
+    let cols: usize = shape.iter().skip(1).product();
+    // Orthonormal vectors of length `long`, `short` of them, in f64 for a clean basis.
+    let (short, long) = if rows < cols {
+        (rows, cols)
+    } else {
+        (cols, rows)
+    };
+    let mut vectors: Vec<Vec<f64>> = Vec::with_capacity(short);
+    while vectors.len() < short {
+        let mut v: Vec<f64> = (0..long).map(|_| rng.normal() as f64).collect();
+        for u in &vectors {
+            let dot: f64 = v.iter().zip(u).map(|(a, b)| a * b).sum();
+            for (a, b) in v.iter_mut().zip(u) {
+                *a -= dot * b;
+            }
+        }
+        let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        // A draw that is (nearly) in the span of the previous vectors is drawn again.
+        if norm > 1e-6 {
+            v.iter_mut().for_each(|a| *a /= norm);
+            vectors.push(v);
+        }
+    }
+    let mut data = vec![0.0f32; rows * cols];
+    for (k, v) in vectors.iter().enumerate() {
+        for (l, &value) in v.iter().enumerate() {
+            let (r, c) = if rows < cols { (k, l) } else { (l, k) };
+            data[r * cols + c] = value as f32;
+        }
+    }
+    data
 }
 
 #[cfg(test)]
@@ -115,6 +158,32 @@ mod tests {
         let c = Init::HeNormal.tensor(&[8, 8], 8, 8, &mut Rng::new(43));
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn orthogonal_columns_are_orthonormal() {
+        for shape in [[12, 3], [3, 12], [5, 5]] {
+            let t = Init::Orthogonal.tensor(&shape, shape[1], shape[0], &mut Rng::new(2));
+            let (rows, cols) = (shape[0], shape[1]);
+            let (count, len) = (rows.min(cols), rows.max(cols));
+            let at = |k: usize, l: usize| {
+                if rows < cols {
+                    t.data()[k * cols + l] as f64
+                } else {
+                    t.data()[l * cols + k] as f64
+                }
+            };
+            for a in 0..count {
+                for b in 0..count {
+                    let dot: f64 = (0..len).map(|l| at(a, l) * at(b, l)).sum();
+                    let expected = if a == b { 1.0 } else { 0.0 };
+                    assert!(
+                        (dot - expected).abs() < 1e-5,
+                        "{shape:?}: dot of vectors {a} and {b} is {dot}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

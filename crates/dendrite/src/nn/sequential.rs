@@ -3,9 +3,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::autograd::{
-    Activation, BatchNormState, BatchStatistics, Conv2dParams, Graph, ParamId, Parameters, Var,
-    Workspace,
+    Activation, BatchNormState, BatchStatistics, Conv2dParams, Graph, ParamId, Parameters,
+    RecurrentCell, Var, Workspace,
 };
+
+mod sequence;
 use crate::error::{Error, Result};
 use crate::nn::Init;
 use crate::rng::Rng;
@@ -100,6 +102,86 @@ pub enum LayerSpec {
         #[serde(default = "default_epsilon")]
         epsilon: f32,
     },
+    /// An Elman RNN with tanh over `[time, features]` input, giving `[units]` (the last hidden state) or,
+    /// with `return_sequences`, `[time, units]`. `num_layers` layers are stacked, each but the
+    /// last returning its whole sequence to the next. See [`crate::autograd::Graph::recurrent`]
+    /// for the equations. Layer `k` (from 0) has `weight_ih_l{k}: [gates * units, inputs]`
+    /// drawn from `init`, `weight_hh_l{k}: [gates * units, units]` drawn from
+    /// `recurrent_init`, and zero biases `bias_ih_l{k}` and `bias_hh_l{k}`, as PyTorch names
+    /// them.
+    Rnn {
+        units: usize,
+        #[serde(default = "default_one")]
+        num_layers: usize,
+        #[serde(default)]
+        return_sequences: bool,
+        #[serde(default)]
+        init: Init,
+        #[serde(default = "default_recurrent_init")]
+        recurrent_init: Init,
+    },
+    /// A long short-term memory layer over `[time, features]` input, giving `[units]` (the last hidden state) or,
+    /// with `return_sequences`, `[time, units]`. `num_layers` layers are stacked, each but the
+    /// last returning its whole sequence to the next. See [`crate::autograd::Graph::recurrent`]
+    /// for the equations. Layer `k` (from 0) has `weight_ih_l{k}: [gates * units, inputs]`
+    /// drawn from `init`, `weight_hh_l{k}: [gates * units, units]` drawn from
+    /// `recurrent_init`, and zero biases `bias_ih_l{k}` and `bias_hh_l{k}`, as PyTorch names
+    /// them.
+    Lstm {
+        units: usize,
+        #[serde(default = "default_one")]
+        num_layers: usize,
+        #[serde(default)]
+        return_sequences: bool,
+        #[serde(default)]
+        init: Init,
+        #[serde(default = "default_recurrent_init")]
+        recurrent_init: Init,
+    },
+    /// A gated recurrent unit layer over `[time, features]` input, giving `[units]` (the last hidden state) or,
+    /// with `return_sequences`, `[time, units]`. `num_layers` layers are stacked, each but the
+    /// last returning its whole sequence to the next. See [`crate::autograd::Graph::recurrent`]
+    /// for the equations. Layer `k` (from 0) has `weight_ih_l{k}: [gates * units, inputs]`
+    /// drawn from `init`, `weight_hh_l{k}: [gates * units, units]` drawn from
+    /// `recurrent_init`, and zero biases `bias_ih_l{k}` and `bias_hh_l{k}`, as PyTorch names
+    /// them.
+    Gru {
+        units: usize,
+        #[serde(default = "default_one")]
+        num_layers: usize,
+        #[serde(default)]
+        return_sequences: bool,
+        #[serde(default)]
+        init: Init,
+        #[serde(default = "default_recurrent_init")]
+        recurrent_init: Init,
+    },
+    /// A 1-D convolution along the time axis of `[time, channels]` input (a `[time]` input is
+    /// one channel), giving `[t_out, filters]` with
+    /// `t_out = (time + 2 * padding - dilation * (kernel_size - 1) - 1) / stride + 1`,
+    /// optionally followed by an activation. The layout stays batch-first and channels-last,
+    /// as in Keras's `Conv1D`. The weight is `[filters, channels, kernel_size]`, as in
+    /// PyTorch's `Conv1d`.
+    Conv1d {
+        filters: usize,
+        kernel_size: usize,
+        #[serde(default = "default_one")]
+        stride: usize,
+        #[serde(default)]
+        padding: usize,
+        #[serde(default = "default_one")]
+        dilation: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        activation: Option<Activation>,
+        #[serde(default)]
+        init: Init,
+        #[serde(default = "default_bias")]
+        bias: bool,
+    },
+}
+
+fn default_recurrent_init() -> Init {
+    Init::Orthogonal
 }
 
 fn default_bias() -> bool {
@@ -165,6 +247,22 @@ enum Layer {
     },
     GlobalAvgPool2d {
         input: [usize; 3],
+    },
+    /// Stacked recurrent layers, each with `[weight_ih, weight_hh, bias_ih, bias_hh]`.
+    Recurrent {
+        cell: RecurrentCell,
+        stack: Vec<[ParamId; 4]>,
+        return_sequences: bool,
+    },
+    /// A 1-D convolution, recorded as a 2-D convolution of height 1 on `[channels, 1, time]`.
+    Conv1d {
+        weight: ParamId,
+        bias: Option<ParamId>,
+        activation: Option<Activation>,
+        params: Conv2dParams,
+        /// `[time, channels]` of the input and `[t_out, filters]` of the output.
+        input: [usize; 2],
+        output: [usize; 2],
     },
     /// Batch normalization; `input` is `None` for 1-D input.
     BatchNorm {
@@ -487,6 +585,18 @@ impl Sequential {
                     }
                     layer
                 }
+                LayerSpec::Rnn { .. } | LayerSpec::Lstm { .. } | LayerSpec::Gru { .. } => {
+                    let (layer, output) =
+                        sequence::build_recurrent(index, spec, &shape, &mut make, &mut params)?;
+                    shape = output;
+                    layer
+                }
+                LayerSpec::Conv1d { .. } => {
+                    let (layer, output) =
+                        sequence::build_conv1d(index, spec, &shape, &mut make, &mut params)?;
+                    shape = output;
+                    layer
+                }
             };
             layers.push(layer);
             output_shapes.push(shape.clone());
@@ -703,6 +813,21 @@ impl Sequential {
                         }
                     }
                 }
+                Layer::Recurrent {
+                    cell,
+                    ref stack,
+                    return_sequences,
+                } => sequence::forward_recurrent(graph, x, cell, stack, return_sequences),
+                Layer::Conv1d {
+                    weight,
+                    bias,
+                    activation,
+                    params,
+                    input,
+                    output,
+                } => sequence::forward_conv1d(
+                    graph, x, batch, weight, bias, activation, params, input, output,
+                ),
             };
         }
         x
@@ -755,6 +880,10 @@ impl Sequential {
                     LayerSpec::GlobalAvgPool2d => "global_avg_pool2d",
                     LayerSpec::BatchNorm1d { .. } => "batch_norm1d",
                     LayerSpec::BatchNorm2d { .. } => "batch_norm2d",
+                    LayerSpec::Rnn { .. } => "rnn",
+                    LayerSpec::Lstm { .. } => "lstm",
+                    LayerSpec::Gru { .. } => "gru",
+                    LayerSpec::Conv1d { .. } => "conv1d",
                 };
                 let prefix = format!("layers.{index}.");
                 let count = |set: &Parameters| {

@@ -196,6 +196,8 @@ pub struct Optimizer {
     /// Second state buffer per parameter: Adam's second moment or RMSprop's square average.
     second: Vec<Vec<f32>>,
     steps: u64,
+    /// Every combined gradient value is clamped to `[-limit, limit]` before the update.
+    clip_value: Option<f32>,
 }
 
 impl Optimizer {
@@ -212,12 +214,20 @@ impl Optimizer {
             first: Vec::new(),
             second: Vec::new(),
             steps: 0,
+            clip_value: None,
         })
     }
 
     /// The learning rate the next step uses.
     pub fn learning_rate(&self) -> f32 {
         self.learning_rate
+    }
+
+    /// Sets the limit of gradient clipping by value for the next steps: every combined
+    /// gradient value is clamped to `[-limit, limit]` before the update, and `None` turns
+    /// clipping off. A NaN or infinite gradient is still reported, not clamped.
+    pub fn set_clip_value(&mut self, limit: Option<f32>) {
+        self.clip_value = limit;
     }
 
     /// Sets the learning rate for the next steps (for schedules).
@@ -290,6 +300,7 @@ impl Optimizer {
         let lr = self.learning_rate;
         let t = self.steps as i32;
         let config = &self.config;
+        let clip_value = self.clip_value;
 
         // The tensors are cut into fixed chunks. Each chunk's update is independent of the
         // others, so chunks run on all threads and the result does not depend on their count.
@@ -319,7 +330,7 @@ impl Optimizer {
         let first_bad = AtomicUsize::new(usize::MAX);
         let run = |(i, start, w, m, v): (usize, usize, &mut [f32], &mut [f32], &mut [f32])| {
             let range = start..start + w.len();
-            if grads.len() == 1 && weights[0] == 1.0 {
+            if grads.len() == 1 && weights[0] == 1.0 && clip_value.is_none() {
                 let grad = &grads[0][i][range];
                 if all_finite(grad) {
                     update(config, w, grad, m, v, lr, t);
@@ -339,6 +350,9 @@ impl Optimizer {
                 }
             }
             if all_finite(scratch) {
+                if let Some(limit) = clip_value {
+                    scratch.iter_mut().for_each(|g| *g = g.clamp(-limit, limit));
+                }
                 update(config, w, scratch, m, v, lr, t);
             } else {
                 first_bad.fetch_min(i, Ordering::Relaxed);

@@ -51,6 +51,17 @@ pub struct TrainConfig {
     /// evaluation never augment.
     #[serde(default)]
     pub augment: Augment,
+    /// Gradient clipping by global norm: when the L2 norm of all parameter gradients of a
+    /// step, taken together, exceeds this value, every gradient is scaled by
+    /// `clip_norm / norm` before the optimizer step (PyTorch's `clip_grad_norm_`). Off by
+    /// default.
+    #[serde(default)]
+    pub clip_norm: Option<f32>,
+    /// Gradient clipping by value: every gradient value is clamped to
+    /// `[-clip_value, clip_value]` before the optimizer step, after `clip_norm` if both are
+    /// set (PyTorch's `clip_grad_value_`). Off by default.
+    #[serde(default)]
+    pub clip_value: Option<f32>,
 }
 
 fn default_schedule() -> Schedule {
@@ -104,6 +115,19 @@ impl TrainConfig {
                 "training.early_stopping.patience = 0; use at least 1".into(),
             ));
         }
+        for (name, limit) in [
+            ("clip_norm", self.clip_norm),
+            ("clip_value", self.clip_value),
+        ] {
+            if let Some(limit) = limit
+                && !(limit > 0.0 && limit.is_finite())
+            {
+                return Err(Error::InvalidConfig(format!(
+                    "training.{name} = {limit}; use a positive finite limit such as 1.0, or \
+                     remove the key to train without clipping"
+                )));
+            }
+        }
         self.schedule.validate()?;
         self.optimizer.validate()
     }
@@ -130,6 +154,13 @@ pub struct EpochRecord {
     pub samples_per_second: f64,
     /// Wall time of the epoch in seconds, validation included.
     pub seconds: f64,
+    /// Steps of this epoch whose gradients `clip_norm` scaled down, when it is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clipped_steps: Option<usize>,
+    /// The largest global gradient norm of this epoch, before clipping, when `clip_norm` is
+    /// set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_gradient_norm: Option<f64>,
 }
 
 /// Hooks the training loop calls, for progress bars, logs and saving.
@@ -254,6 +285,8 @@ pub fn fit_with(
     }
 
     let mut optimizer = Optimizer::new(config.optimizer.clone())?;
+    optimizer.set_clip_value(config.clip_value);
+    let mut clip_weights = Vec::new();
     let base_learning_rate = config.optimizer.learning_rate();
     let mut batches = Batches::new(train.len(), batch_size, config.shuffle)?;
     let mut rng = Rng::for_stream(config.seed, SHUFFLE_STREAM);
@@ -282,6 +315,8 @@ pub fn fit_with(
         let started = Instant::now();
         callback.on_epoch_begin(epoch, batches.num_batches());
         let mut loss_sum = 0.0f64;
+        let mut clipped_steps = 0;
+        let mut max_gradient_norm = 0.0f64;
 
         let num_batches = batches.num_batches();
         for (step_in_epoch, batch) in batches.epoch(&mut rng).enumerate() {
@@ -296,7 +331,22 @@ pub fn fit_with(
             // optimizer, which then leaves those chunks alone. Either way the weights of the
             // last finished epoch are put back.
             let bad_gradient = if loss.is_finite() {
-                optimizer.step_weighted(model.params_mut(), &runner.gradients(), runner.weights())
+                let gradients = runner.gradients();
+                clip_weights.clear();
+                clip_weights.extend_from_slice(runner.weights());
+                if let Some(limit) = config.clip_norm {
+                    // Scaling each shard's weight scales the combined gradient.
+                    let norm = global_norm(&gradients, runner.weights());
+                    if norm.is_finite() {
+                        max_gradient_norm = max_gradient_norm.max(norm);
+                    }
+                    if norm > limit as f64 {
+                        clipped_steps += 1;
+                        let scale = (limit as f64 / norm) as f32;
+                        clip_weights.iter_mut().for_each(|w| *w *= scale);
+                    }
+                }
+                optimizer.step_weighted(model.params_mut(), &gradients, &clip_weights)
             } else {
                 None
             };
@@ -341,6 +391,8 @@ pub fn fit_with(
             steps: optimizer.steps(),
             samples_per_second: train.len() as f64 / train_seconds.max(1e-9),
             seconds: started.elapsed().as_secs_f64(),
+            clipped_steps: config.clip_norm.map(|_| clipped_steps),
+            max_gradient_norm: config.clip_norm.map(|_| max_gradient_norm),
         };
         history.epochs.push(record.clone());
         callback.on_epoch_end(&record, model)?;
@@ -371,6 +423,26 @@ pub fn fit_with(
         _ => history.best_epoch = history.epochs.last().map(|r| r.epoch),
     }
     Ok(history)
+}
+
+/// Returns the L2 norm of the weighted sum of the shard gradients, over all parameters
+/// together, in f64. It is NaN or infinite if a gradient value is.
+fn global_norm(gradients: &[&[Vec<f32>]], weights: &[f32]) -> f64 {
+    let Some(first) = gradients.first() else {
+        return 0.0;
+    };
+    let mut squares = 0.0f64;
+    for param in 0..first.len() {
+        for i in 0..first[param].len() {
+            let value: f64 = gradients
+                .iter()
+                .zip(weights)
+                .map(|(shard, &w)| w as f64 * shard[param][i] as f64)
+                .sum();
+            squares += value * value;
+        }
+    }
+    squares.sqrt()
 }
 
 /// Returns the `(channels, height, width)` of one image for augmentation: a `[height, width]`

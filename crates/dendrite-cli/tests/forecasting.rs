@@ -1,0 +1,145 @@
+//! The forecasting examples, trained by the real binary: each beats its baseline on the test
+//! part, `evaluate` prints the model next to the baselines, and `forecast` continues the
+//! timestamps after the end of the file.
+
+mod common;
+
+use common::{TempDir, dendrite, example_config, read_json, repo_path, train};
+
+#[test]
+fn airline_beats_seasonal_naive() {
+    let dir = TempDir::new("airline");
+    let out = dir.join("run");
+    let config = example_config(&dir, "airline-passengers", &[]);
+    train(&config, &out).assert_success();
+
+    let summary = read_json(&out.join("summary.json"));
+    let test = &summary["test"];
+    let mae = test["mae"].as_f64().unwrap();
+    let seasonal = test["baseline_seasonal"]["mae"].as_f64().unwrap();
+    let persistence = test["baseline_persistence"]["mae"].as_f64().unwrap();
+    assert_eq!(test["windows"], 24);
+    assert!(mae < seasonal, "test MAE {mae}, seasonal naive {seasonal}");
+    assert!(
+        mae < persistence,
+        "test MAE {mae}, persistence {persistence}"
+    );
+
+    let data = repo_path("data/air-passengers/air_passengers.csv");
+    let run = dendrite(["evaluate".as_ref(), out.as_os_str(), data.as_os_str()]);
+    run.assert_success();
+    assert!(run.stdout.contains("seasonal naive"), "{}", run.stdout);
+    assert!(run.stdout.contains("persistence"), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("{mae:.4}")), "{}", run.stdout);
+
+    let forecast_file = dir.join("forecast.csv");
+    let run = dendrite([
+        "forecast".as_ref(),
+        out.as_os_str(),
+        data.as_os_str(),
+        "--steps".as_ref(),
+        "14".as_ref(),
+        "--out".as_ref(),
+        forecast_file.as_os_str(),
+    ]);
+    run.assert_success();
+    let text = std::fs::read_to_string(&forecast_file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "month,passengers_thousands");
+    assert_eq!(lines.len(), 15);
+    assert!(lines[1].starts_with("1961-01,"), "{text}");
+    assert!(lines[14].starts_with("1962-02,"), "{text}");
+    for line in &lines[1..] {
+        let value: f64 = line.split(',').nth(1).unwrap().parse().unwrap();
+        assert!((200.0..900.0).contains(&value), "{line}");
+    }
+}
+
+#[test]
+fn sunspots_beat_persistence() {
+    let dir = TempDir::new("sunspots");
+    let out = dir.join("run");
+    let config = example_config(&dir, "sunspots", &[]);
+    train(&config, &out).assert_success();
+
+    let summary = read_json(&out.join("summary.json"));
+    let test = &summary["test"];
+    let mae = test["mae"].as_f64().unwrap();
+    let persistence = test["baseline_persistence"]["mae"].as_f64().unwrap();
+    assert!(
+        mae < persistence,
+        "test MAE {mae}, persistence {persistence}"
+    );
+    assert!(test["baseline_seasonal"]["mae"].as_f64().is_some());
+}
+
+#[test]
+fn direct_forecast_refuses_steps_past_horizon() {
+    let dir = TempDir::new("direct");
+    let out = dir.join("run");
+    let config = example_config(
+        &dir,
+        "sunspots",
+        &[
+            ("epochs", "epochs = 1"),
+            ("horizon", "horizon = 2\nforecast = \"direct\""),
+            ("  { type = \"dense\"", "  { type = \"dense\", units = 2 },"),
+        ],
+    );
+    train(&config, &out).assert_success();
+    let data = repo_path("data/sunspots/sunspots_yearly.csv");
+    let run = dendrite([
+        "forecast".as_ref(),
+        out.as_os_str(),
+        data.as_os_str(),
+        "--steps".as_ref(),
+        "3".as_ref(),
+    ]);
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr.contains("ask for at most 2 steps"),
+        "{}",
+        run.stderr
+    );
+
+    let run = dendrite([
+        "forecast".as_ref(),
+        out.as_os_str(),
+        data.as_os_str(),
+        "--steps".as_ref(),
+        "2".as_ref(),
+    ]);
+    run.assert_success();
+    assert!(
+        run.stdout.starts_with("year,sunactivity\n2009,"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn missing_values_fail_training_with_rows() {
+    let dir = TempDir::new("sensor");
+    let file = repo_path("crates/dendrite/tests/fixtures/series/sensor-missing.csv");
+    let config = dir.write(
+        "sensor.toml",
+        format!(
+            "[data]\nformat = \"series\"\nfile = \"{}\"\ntime_column = \"timestamp\"\n\
+             value_columns = [\"value\"]\nlookback = 8\ntest_length = 30\n\n\
+             [model]\nlayers = [{{ type = \"rnn\", units = 4 }}, {{ type = \"dense\", units = 1 }}]\n\n\
+             [training]\nepochs = 1\nbatch_size = 16\nloss = \"mse\"\n\
+             [training.optimizer]\ntype = \"adam\"\n",
+            common::toml_path(&file)
+        ),
+    );
+    let run = train(&config, &dir.join("run"));
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr.contains(
+            "column \"value\" has 6 missing values, at data rows 57, 58, 120, 201, 202, 250"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!dir.join("run").exists(), "a failed run wrote its folder");
+}
