@@ -14,6 +14,7 @@ use dendrite::train::{self, FitOptions};
 use serde_json::{Map, Value, json};
 
 use crate::config::Config;
+use crate::runlog::RunLog;
 use crate::train::Progress;
 
 /// Trains a forecaster on the series of `series` and writes the model, `metrics.jsonl` and
@@ -24,6 +25,7 @@ pub fn train(
     series: &SeriesConfig,
     out: Option<PathBuf>,
     quiet: bool,
+    tensorboard: bool,
     started: Instant,
 ) -> Result<()> {
     let prepared = series
@@ -87,6 +89,7 @@ pub fn train(
         rows_in_epoch: 0,
         info: &info,
         epochs: config.training.epochs,
+        log: RunLog::new(&out_dir, tensorboard),
     };
     let fitted = train::fit_with(
         &mut model,

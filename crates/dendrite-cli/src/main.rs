@@ -6,9 +6,14 @@
 mod config;
 mod cv;
 mod forecast;
+mod html_report;
 mod infer;
+mod inspect;
+mod plots;
 mod preprocess;
 mod report;
+mod run_files;
+mod runlog;
 mod train;
 
 use std::path::PathBuf;
@@ -159,8 +164,10 @@ enum Command {
     /// Train the model a config describes and write it with its metrics.
     ///
     /// Writes into the output folder: model.safetensors and model.json (the trained model),
-    /// metrics.jsonl (one JSON line per epoch) and summary.json (the final metrics of the
-    /// train, validation and test splits). The test split is evaluated once, at the end.
+    /// metrics.jsonl (one JSON line per epoch), steps.jsonl (gradient norms every 10 steps),
+    /// summary.json (the final metrics of the train, validation and test splits), run.json
+    /// (config, data summary, timing), the charts in plots/ and report.html. The test split
+    /// is evaluated once, at the end.
     #[command(after_long_help = CONFIG_HELP)]
     Train {
         /// The TOML config.
@@ -171,6 +178,21 @@ enum Command {
         /// Do not show the progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Also write TensorBoard event files (losses, validation metrics, learning rate) to
+        /// the tensorboard/ folder of the output folder.
+        #[arg(long)]
+        tensorboard: bool,
+    },
+    /// Rebuild report.html and the charts of a run folder from its files.
+    Report {
+        /// The output folder of `dendrite train`.
+        run_dir: PathBuf,
+    },
+    /// Print a saved model's layers with their output shapes and parameter counts, the
+    /// total, and the preprocessing stored with it.
+    Inspect {
+        /// The model folder (or its model.json).
+        model: PathBuf,
     },
     /// Estimate a config's test figures by k-fold cross-validation on its training file.
     ///
@@ -283,7 +305,14 @@ fn main() -> ExitCode {
         }
     };
     let result = pool.install(|| match cli.command {
-        Command::Train { config, out, quiet } => train::run(&config, out, quiet),
+        Command::Train {
+            config,
+            out,
+            quiet,
+            tensorboard,
+        } => train::run(&config, out, quiet, tensorboard),
+        Command::Report { run_dir } => html_report::run(&run_dir),
+        Command::Inspect { model } => inspect::run(&model),
         Command::Cv {
             config,
             folds,

@@ -9,18 +9,29 @@ use anyhow::{Context, Result, bail};
 use dendrite::data::{Dataset, Targets};
 use dendrite::model::{self, DecisionThreshold, ModelInfo, Task};
 use dendrite::nn::Sequential;
-use dendrite::train::{self, Callback, EpochRecord, Evaluation, FitOptions};
+use dendrite::train::{self, Callback, EpochRecord, Evaluation, FitOptions, StepRecord};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value};
 
 use crate::config::{Config, ModelConfig, PreparedData, name_config};
+use crate::html_report;
+use crate::run_files::{self, DataSummary, RunInfo, Timing};
+use crate::runlog::{GRADIENT_NORM_INTERVAL, RunLog};
 
-/// Runs `dendrite train CONFIG [--out DIR]`.
-pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> {
+/// Runs `dendrite train CONFIG [--out DIR] [--tensorboard]`.
+pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool, tensorboard: bool) -> Result<()> {
     let started = Instant::now();
     let config = Config::load(config_path)?;
     if let crate::config::DataConfig::Series(series) = &config.data {
-        return crate::forecast::train(config_path, &config, series, out, quiet, started);
+        return crate::forecast::train(
+            config_path,
+            &config,
+            series,
+            out,
+            quiet,
+            tensorboard,
+            started,
+        );
     }
 
     // Everything that can fail on bad input is checked before the output folder is touched.
@@ -90,7 +101,9 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         rows_in_epoch: 0,
         info: &info,
         epochs: config.training.epochs,
+        log: RunLog::new(&out_dir, tensorboard),
     };
+    let training_started = Instant::now();
     let options = FitOptions { class_weights };
     let fitted = train::fit_with(
         &mut model,
@@ -103,6 +116,7 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
     if let Some(bar) = &progress.bar {
         bar.finish_and_clear();
     }
+    let training_seconds = training_started.elapsed().as_secs_f64();
     let history = match fitted {
         Ok(history) => history,
         Err(error @ dendrite::Error::NonFinite { .. }) => {
@@ -123,6 +137,7 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
     }
 
     // Final figures; the test split is evaluated here and nowhere else.
+    let evaluation_started = Instant::now();
     let batch = config.training.batch_size.max(256);
     let names = output_names(&info.task);
     let evaluate =
@@ -139,10 +154,36 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         summary.insert("test".into(), evaluation.to_json(&names));
     }
 
+    let evaluation_seconds = evaluation_started.elapsed().as_secs_f64();
+    let evaluation_split = match (&test, &validation_set) {
+        (Some(test), _) => Some(("test", test)),
+        (None, Some(validation)) => Some(("validation", validation)),
+        (None, None) => None,
+    };
+    if let Some((split, dataset)) = evaluation_split {
+        run_files::write_predictions(&out_dir, &model, &info, decision, split, dataset)?;
+    }
+
     model::save(&out_dir, &model, &info)?;
     let mut json = serde_json::to_vec_pretty(&Value::Object(summary))?;
     json.push(b'\n');
     model::write_atomic(&out_dir.join("summary.json"), &json)?;
+    let run_info = RunInfo {
+        config_path: config_path.display().to_string(),
+        config: fs::read_to_string(config_path)
+            .with_context(|| format!("cannot read {}", config_path.display()))?,
+        data: DataSummary::new(&train_set, validation_set.as_ref(), test.as_ref()),
+        timing: Timing {
+            total_seconds: started.elapsed().as_secs_f64(),
+            training_seconds,
+            evaluation_seconds,
+            epochs: history.epochs.len(),
+        },
+        threads: rayon::current_num_threads(),
+        parameters: model.params().numel(),
+    };
+    run_files::write_json(&out_dir.join(run_files::RUN_FILE), &run_info)?;
+    let report = html_report::build(&out_dir)?;
 
     print_final("train", &train_eval);
     if let Some(evaluation) = &validation_eval {
@@ -156,6 +197,7 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<()> 
         out_dir.display(),
         started.elapsed().as_secs_f64()
     );
+    println!("report written to {}", report.display());
     Ok(())
 }
 
@@ -244,6 +286,7 @@ pub(crate) struct Progress<'a> {
     pub(crate) rows_in_epoch: usize,
     pub(crate) info: &'a ModelInfo,
     pub(crate) epochs: usize,
+    pub(crate) log: RunLog,
 }
 
 impl Callback for Progress<'_> {
@@ -276,10 +319,19 @@ impl Callback for Progress<'_> {
         }
     }
 
+    fn gradient_norm_interval(&self) -> u64 {
+        GRADIENT_NORM_INTERVAL
+    }
+
+    fn on_step_end(&mut self, record: &StepRecord) {
+        self.log.on_step_end(record);
+    }
+
     fn on_epoch_end(&mut self, record: &EpochRecord, model: &Sequential) -> dendrite::Result<()> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+        self.log.on_epoch_end(record)?;
 
         // Long runs of tiny epochs print about 50 lines, not one per epoch.
         let print_every = self.epochs.div_ceil(50);

@@ -3,6 +3,7 @@
 
 mod metrics;
 mod step;
+mod steps;
 
 pub use metrics::{
     BinaryDecision, ClassMetrics, ClassificationMetrics, Evaluation, FoldSummary,
@@ -10,7 +11,9 @@ pub use metrics::{
     evaluate, evaluate_with, mean_regression_metrics, predicted_classes, regression_metrics,
     roc_auc, summarize_folds,
 };
+pub use steps::StepRecord;
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -146,6 +149,9 @@ pub struct EpochRecord {
     /// Validation accuracy, for classifiers with a validation set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_accuracy: Option<f64>,
+    /// Every validation metric (see [`Evaluation::metrics`]), if there is a validation set.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub val_metrics: BTreeMap<String, f64>,
     /// The learning rate of the epoch's last step.
     pub learning_rate: f32,
     /// Optimizer steps taken so far.
@@ -170,6 +176,15 @@ pub trait Callback {
 
     /// Called after each optimizer step with the rows in the batch and the batch loss.
     fn on_batch_end(&mut self, _rows: usize, _loss: f32) {}
+
+    /// The interval in optimizer steps at which [`Callback::on_step_end`] receives gradient
+    /// norms: the first step and every `n`-th step. 0, the default, never computes them.
+    fn gradient_norm_interval(&self) -> u64 {
+        0
+    }
+
+    /// Called after each optimizer step, after [`Callback::on_batch_end`].
+    fn on_step_end(&mut self, _record: &StepRecord) {}
 
     /// Called after each epoch with its record and the model as it is now.
     ///
@@ -367,6 +382,20 @@ pub fn fit_with(
 
             loss_sum += loss as f64 * batch.len() as f64;
             callback.on_batch_end(batch.len(), loss);
+            let step = optimizer.steps();
+            let gradient_norms =
+                if steps::wants_gradient_norms(step, callback.gradient_norm_interval()) {
+                    steps::gradient_norms(model.params(), &runner.gradients(), runner.weights())
+                } else {
+                    BTreeMap::new()
+                };
+            callback.on_step_end(&StepRecord {
+                step,
+                epoch,
+                loss,
+                learning_rate: optimizer.learning_rate(),
+                gradient_norms,
+            });
         }
         let train_seconds = started.elapsed().as_secs_f64();
 
@@ -387,6 +416,10 @@ pub fn fit_with(
             train_loss: loss_sum / train.len() as f64,
             val_loss: evaluation.as_ref().map(|e| e.loss),
             val_accuracy: evaluation.as_ref().and_then(Evaluation::accuracy),
+            val_metrics: evaluation
+                .as_ref()
+                .map(|e| e.metrics.clone())
+                .unwrap_or_default(),
             learning_rate: optimizer.learning_rate(),
             steps: optimizer.steps(),
             samples_per_second: train.len() as f64 / train_seconds.max(1e-9),
