@@ -22,6 +22,14 @@ pub struct Config {
     pub model: ModelConfig,
     /// The training settings.
     pub training: TrainConfig,
+    /// The `[search]` table, accepted so that a tune config also trains; `dendrite tune`
+    /// reads it from the TOML table itself.
+    #[serde(default)]
+    #[expect(
+        dead_code,
+        reason = "only accepted here; dendrite tune reads the table"
+    )]
+    pub search: Option<toml::Table>,
 }
 
 /// The `[model]` table.
@@ -101,8 +109,30 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        let mut config: Config =
+        let config: Config =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!(toml_error(path, &text, &e)))?;
+        config.finish(path)
+    }
+
+    /// Reads a config from a parsed TOML table, as if it were the file at `path` (relative
+    /// data paths are resolved against its folder). Errors name the key but not the line.
+    pub fn from_table(path: &Path, table: toml::Table) -> Result<Self> {
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    anyhow::anyhow!(
+                        "{}: {}",
+                        path.display(),
+                        e.message().trim().replace('\n', " ")
+                    )
+                })?;
+        config.finish(path)
+    }
+
+    /// Resolves the data paths and checks the settings.
+    fn finish(self, path: &Path) -> Result<Self> {
+        let mut config = self;
         let base = path.parent().unwrap_or(Path::new(""));
         config.data.resolve_paths(base);
         config

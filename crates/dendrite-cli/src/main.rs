@@ -1,4 +1,5 @@
-//! The `dendrite` command: train, cross-validate, evaluate and predict from a TOML config.
+//! The `dendrite` command: train, cross-validate, tune, evaluate and predict from a TOML
+//! config.
 //!
 //! Exit codes: 0 on success, 1 when training stops on a NaN or infinite value, 2 for any
 //! other error (bad config, bad data, unreadable files).
@@ -9,12 +10,15 @@ mod forecast;
 mod html_report;
 mod infer;
 mod inspect;
+mod lr_find;
+mod plot;
 mod plots;
 mod preprocess;
 mod report;
 mod run_files;
 mod runlog;
 mod train;
+mod tune;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -140,6 +144,19 @@ CONFIG KEYS (TOML). Relative paths are resolved against the folder of the config
   patience          epochs without a lower validation loss before stopping
   min_delta         smallest decrease that counts as lower (default 0)
   restore_best      put back the best epoch's weights at the end (default true)
+[training.schedule] the learning rate over the epochs (default: constant)
+  type = \"step\"          step_epochs, gamma: multiply by gamma every step_epochs epochs
+  type = \"exponential\"   gamma: multiply by gamma after every epoch
+  type = \"cosine\"        warmup_epochs (0): linear rise from 0, then half a cosine down to
+                         min_learning_rate (0) at the end of the last epoch
+  type = \"one_cycle\"     pct_start (0.3), div_factor (25), final_div_factor (1e4): half a
+                         cosine up from learning_rate / div_factor to learning_rate over
+                         pct_start of training, then down to learning_rate / (div_factor *
+                         final_div_factor)
+  type = \"reduce_on_plateau\"  factor (0.1), patience (3), min_delta (0),
+                         min_learning_rate (0): multiply by factor after patience epochs
+                         without a lower validation loss
+  metrics.jsonl records the learning rate of each epoch's last step.
 [training.augment]  random changes to training images only, drawn from the seed (all off)
   crop_padding      zero padding in pixels on each side before a random crop of the
                     original size
@@ -147,7 +164,43 @@ CONFIG KEYS (TOML). Relative paths are resolved against the folder of the config
   max_shift         random translation of up to this many pixels along each axis
 ";
 
-/// Train, cross-validate, evaluate and use neural networks from a TOML config.
+const SEARCH_HELP: &str = "\
+THE [search] TABLE (dendrite train ignores it)
+
+[search]
+  strategy          \"random\" (default), \"grid\", \"tpe\" (Tree-structured Parzen Estimator
+                    after startup_trials random trials) or \"halving\" (successive halving)
+  trials            configs to try (for halving: the configs of the first rung)
+  time_budget_seconds  start no new trials after this many seconds
+  seed              seed of the proposals (default 0); the same seed proposes the same trials
+  metric            \"accuracy\" (default for classifiers) or \"loss\" (default for regression),
+                    on the validation split
+  parallel          trials trained at once (default: one per 2 cores); each gets
+                    cores / parallel threads
+  retrain           retrain the best config and evaluate it once on the test split
+                    (default true)
+  grid_points       values per numeric parameter for the grid (default 3)
+  reduction_factor  halving keeps 1 config in this many per rung (default 3)
+  min_epochs        halving: fewest epochs of the first rung (default 1)
+  startup_trials    tpe: random trials first (default max(5, trials / 4))
+[[search.parameters]]  one table per searched config key
+  key               dotted config key, with array indices: \"training.optimizer.learning_rate\",
+                    \"model.layers.1.units\", \"training.batch_size\"
+  distribution      \"log_uniform\" or \"uniform\" (low, high), \"int_uniform\" (integer low,
+                    high, both included) or \"categorical\" (values = [...])
+  Keys that change the held-out rows (training.seed, data.validation_split, data.test_split,
+  the data files) cannot be searched.
+
+OUTPUT FILES
+  journal.jsonl     one line per finished trial; running the same command again continues
+                    a stopped search
+  trials.csv        every trial with its values and validation figures
+  best.toml         the best config, for dendrite train
+  best/             the best config retrained; its summary.json has the one test figure
+  report.json       number of trials, the best trial, and the test figure
+";
+
+/// Train, cross-validate, tune, evaluate and use neural networks from a TOML config.
 #[derive(Debug, Parser)]
 #[command(name = "dendrite", version, about, max_term_width = 100)]
 struct Cli {
@@ -209,6 +262,47 @@ enum Command {
         /// Also write the per-fold metrics, means and standard deviations to FILE as JSON.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+    },
+    /// Search hyperparameters on the validation split, then evaluate the best config once on
+    /// the test split.
+    ///
+    /// The [search] table of the config declares the parameters and the strategy. Each trial
+    /// trains on the training split and is scored on the validation split; trials never read
+    /// a test row. At the end, the table of trials is printed and written, the best config is
+    /// written as a TOML file, and the best config is retrained and evaluated once on the test
+    /// split, reported on its own line. A stopped search continues from its journal.
+    #[command(after_long_help = SEARCH_HELP)]
+    Tune {
+        /// The TOML config, with a [search] table.
+        config: PathBuf,
+        /// Output folder (default: runs/<config file name without extension>-tune).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Do not retrain the best config or read the test split.
+        #[arg(long)]
+        no_retrain: bool,
+    },
+    /// Run the learning-rate range test and suggest a learning rate.
+    ///
+    /// Trains from the config's initial weights with a learning rate that grows exponentially
+    /// from --min-lr to --max-lr over --steps steps, and stops when the smoothed loss exceeds
+    /// 4 times its lowest value. Suggests a tenth of the rate with the lowest smoothed loss.
+    /// Uses the training split only. Writes lr-find.csv, lr-find.svg and lr-find.png.
+    LrFind {
+        /// The TOML config.
+        config: PathBuf,
+        /// Output folder (default: runs/<config file name without extension>-lr-find).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Optimizer steps of the ramp.
+        #[arg(long, value_name = "N", default_value_t = 300)]
+        steps: usize,
+        /// The learning rate of the first step.
+        #[arg(long, value_name = "RATE", default_value_t = 1e-7)]
+        min_lr: f32,
+        /// The learning rate of the last step.
+        #[arg(long, value_name = "RATE", default_value_t = 10.0)]
+        max_lr: f32,
     },
     /// Print the loss and metrics of a saved model on a labelled data set.
     ///
@@ -318,6 +412,27 @@ fn main() -> ExitCode {
             folds,
             json,
         } => cv::run(&config, folds, json.as_deref()),
+        Command::Tune {
+            config,
+            out,
+            no_retrain,
+        } => tune::run(&config, tune::TuneOptions { out, no_retrain }),
+        Command::LrFind {
+            config,
+            out,
+            steps,
+            min_lr,
+            max_lr,
+        } => lr_find::run(
+            &config,
+            out,
+            dendrite::train::RangeTest {
+                min_learning_rate: min_lr,
+                max_learning_rate: max_lr,
+                steps,
+                ..Default::default()
+            },
+        ),
         Command::Evaluate {
             model,
             data,

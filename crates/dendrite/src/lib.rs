@@ -13,5 +13,6 @@ pub mod optim;
 pub mod rng;
 pub mod tensor;
 pub mod train;
+pub mod tune;
 
 pub use error::{Error, Result};

@@ -8,7 +8,7 @@ mod perceptron;
 mod schedule;
 
 pub use perceptron::{Perceptron, PerceptronReport};
-pub use schedule::Schedule;
+pub use schedule::{LearningRate, Schedule};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};

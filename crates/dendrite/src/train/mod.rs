@@ -1,9 +1,12 @@
 //! The training loop: minibatch gradient descent with validation, early stopping and a guard
 //! against NaN and infinite values.
 
+mod lr_find;
 mod metrics;
 mod step;
 mod steps;
+
+pub use lr_find::{RangePoint, RangeTest, RangeTestResult, lr_range_test};
 
 pub use metrics::{
     BinaryDecision, ClassMetrics, ClassificationMetrics, Evaluation, FoldSummary,
@@ -21,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Augment, Batches, Dataset, Targets};
 use crate::error::{Error, Result};
 use crate::nn::{Loss, Sequential};
-use crate::optim::{Optimizer, OptimizerConfig, Schedule};
+use crate::optim::{LearningRate, Optimizer, OptimizerConfig, Schedule};
 use crate::rng::Rng;
 use step::StepRunner;
 
@@ -280,6 +283,13 @@ pub fn fit_with(
     if train.is_empty() {
         return Err(Error::InvalidConfig("the training set has no rows".into()));
     }
+    if config.schedule.needs_validation() && validation.is_none_or(Dataset::is_empty) {
+        return Err(Error::InvalidConfig(
+            "training.schedule reduce_on_plateau watches the validation loss, but there is no \
+             validation split; set data.validation_split above 0 or choose another schedule"
+                .into(),
+        ));
+    }
 
     let mut history = History {
         epochs: Vec::new(),
@@ -302,7 +312,11 @@ pub fn fit_with(
     let mut optimizer = Optimizer::new(config.optimizer.clone())?;
     optimizer.set_clip_value(config.clip_value);
     let mut clip_weights = Vec::new();
-    let base_learning_rate = config.optimizer.learning_rate();
+    let mut learning_rate = LearningRate::new(
+        config.schedule,
+        config.optimizer.learning_rate(),
+        config.epochs,
+    );
     let mut batches = Batches::new(train.len(), batch_size, config.shuffle)?;
     let mut rng = Rng::for_stream(config.seed, SHUFFLE_STREAM);
     let dropout_seed = Rng::for_stream(config.seed, DROPOUT_STREAM).next_u64();
@@ -336,11 +350,7 @@ pub fn fit_with(
         let num_batches = batches.num_batches();
         for (step_in_epoch, batch) in batches.epoch(&mut rng).enumerate() {
             let progress = (epoch - 1) as f64 + step_in_epoch as f64 / num_batches as f64;
-            optimizer.set_learning_rate(config.schedule.learning_rate(
-                base_learning_rate,
-                progress,
-                config.epochs,
-            ));
+            optimizer.set_learning_rate(learning_rate.at(progress));
             let loss = runner.run(model, train, batch, config.loss);
             // A non-finite loss skips the backward pass; a non-finite gradient is found by the
             // optimizer, which then leaves those chunks alone. Either way the weights of the
@@ -410,6 +420,9 @@ pub fn fit_with(
             });
         }
         last_good.clone_from(model);
+        if let Some(evaluation) = &evaluation {
+            learning_rate.end_epoch(evaluation.loss);
+        }
 
         let record = EpochRecord {
             epoch,
