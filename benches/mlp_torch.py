@@ -1,11 +1,20 @@
-"""Measure PyTorch's CPU training throughput of the MLP 784-256-128-10 on MNIST digits.
+"""Measure PyTorch's CPU training throughput of the MLP, LeNet-5 or LSTM benchmark model.
 
-This is the reference for the `mlp-throughput` binary of the dendrite-benches crate. Both
-train the same network with SGD (momentum 0.9, learning rate 0.01), softmax cross-entropy and
-batch 64. Each epoch is shuffled afresh from a fixed seed and keeps its last partial batch.
-The initial weights (PyTorch's default initialization here) and the shuffle order differ from
-the Rust side, which changes the loss but not the work per step. One warm-up epoch runs before
-the clock starts, and the script prints one JSON line in the same format as the Rust binary.
+This is the reference for the `mlp-throughput` binary of the dendrite-benches crate, with the
+same three models (`--model`):
+
+- mlp: the MLP 784-256-128-10 with ReLU hidden layers and softmax cross-entropy, on the MNIST
+  training digits, batch 64.
+- lenet: the LeNet-5 style CNN on the same digits as 28x28 images, batch 64.
+- lstm: `nn.LSTM(1, 64, batch_first=True)` and `nn.Linear(64, 1)` on the last hidden state,
+  MSE loss, on 10,000 windows of 32 steps of a synthetic series, batch 32 (see
+  `series_dataset`).
+
+Both sides train with SGD (momentum 0.9, learning rate 0.01). Each epoch is shuffled afresh
+from a fixed seed and keeps its last partial batch. The initial weights (PyTorch's default
+initialization here) and the shuffle order differ from the Rust side, which changes the loss
+but not the work per step. One warm-up epoch runs before the clock starts, and the script
+prints one JSON line in the same format as the Rust binary.
 
 Needs torch and numpy, for example in a virtualenv:
     python3 -m venv ~/torchenv && ~/torchenv/bin/pip install torch numpy
@@ -22,6 +31,12 @@ from torch import nn
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
+
+# Steps per window and number of windows of the lstm model.
+SERIES_LOOKBACK = 32
+SERIES_WINDOWS = 10_000
+
+DEFAULT_BATCH = {"mlp": 64, "lenet": 64, "lstm": 32}
 
 
 def read_idx(path, expected_magic):
@@ -48,7 +63,50 @@ def read_idx(path, expected_magic):
     return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims)
 
 
+def series_dataset():
+    """Build the lstm model's windows: features [10000, 32, 1] and targets [10000, 1].
+
+    The series is x_t = sin(0.1 t) + 0.5 sin(0.037 t) for t from 0 to 10,031, computed in float64
+    and rounded to float32 as the Rust binary does. Window i has the inputs x_i..x_{i+31} and
+    the target x_{i+32}.
+    """
+    t = np.arange(SERIES_WINDOWS + SERIES_LOOKBACK, dtype=np.float64)
+    series = (np.sin(0.1 * t) + 0.5 * np.sin(0.037 * t)).astype(np.float32)
+    starts = np.arange(SERIES_WINDOWS)[:, None] + np.arange(SERIES_LOOKBACK)[None, :]
+    features = torch.from_numpy(np.ascontiguousarray(series[starts][:, :, None]))
+    targets = torch.from_numpy(series[SERIES_LOOKBACK:, None].copy())
+    return features, targets
+
+
+def load_mnist(images_path, labels_path):
+    """Read the MNIST features (pixels scaled to [0, 1]) and class labels."""
+    images = read_idx(images_path, IMAGES_MAGIC)
+    features = torch.from_numpy(images.reshape(images.shape[0], -1).astype(np.float32) / 255.0)
+    labels = torch.from_numpy(read_idx(labels_path, LABELS_MAGIC).astype(np.int64))
+    if features.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"{images_path} contains {features.shape[0]} images but {labels_path} contains "
+            f"{labels.shape[0]} labels; use the image and label files of the same split"
+        )
+    return features, labels
+
+
+class LstmRegressor(nn.Module):
+    """An LSTM over [batch, time, 1] windows, then a dense layer on its last hidden state."""
+
+    def __init__(self, hidden=64):
+        super().__init__()
+        self.lstm = nn.LSTM(1, hidden, batch_first=True)
+        self.linear = nn.Linear(hidden, 1)
+
+    def forward(self, x):
+        _, (h_n, _) = self.lstm(x)
+        return self.linear(h_n[-1])
+
+
 def build_model(name):
+    if name == "lstm":
+        return LstmRegressor()
     if name == "lenet":
         return nn.Sequential(
             nn.Unflatten(1, (1, 28, 28)),
@@ -74,7 +132,7 @@ def build_model(name):
     )
 
 
-def train_epoch(model, optimizer, features, labels, batch, generator):
+def train_epoch(model, optimizer, loss_fn, features, labels, batch, generator):
     """Train one epoch and return the mean batch loss."""
     order = torch.randperm(features.shape[0], generator=generator)
     loss_sum = 0.0
@@ -85,7 +143,7 @@ def train_epoch(model, optimizer, features, labels, batch, generator):
         y = labels[indices]
 
         optimizer.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x), y)
+        loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
 
@@ -99,26 +157,34 @@ def main():
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     parser.add_argument(
         "--model",
-        choices=["mlp", "lenet"],
+        choices=["mlp", "lenet", "lstm"],
         default="mlp",
-        help="mlp: 784-256-128-10; lenet: the LeNet-5 style CNN (default mlp)",
+        help="mlp: 784-256-128-10; lenet: the LeNet-5 style CNN; lstm: LSTM with 64 units "
+        "on windows of a synthetic series (default mlp)",
     )
     parser.add_argument(
         "--epochs", type=int, default=3, help="timed epochs after one warm-up epoch (default 3)"
     )
-    parser.add_argument("--batch", type=int, default=64, help="rows per mini-batch (default 64)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="rows per mini-batch (default 64 for mlp and lenet, 32 for lstm)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and shuffle order")
     parser.add_argument(
         "--images",
         default="data/mnist/train-images-idx3-ubyte.gz",
-        help="IDX image file, raw or gzip (default: the MNIST training images)",
+        help="IDX image file, raw or gzip, for mlp and lenet (default: the MNIST training images)",
     )
     parser.add_argument(
         "--labels",
         default="data/mnist/train-labels-idx1-ubyte.gz",
-        help="IDX label file, raw or gzip (default: the MNIST training labels)",
+        help="IDX label file, raw or gzip, for mlp and lenet (default: the MNIST training labels)",
     )
     args = parser.parse_args()
+    if args.batch is None:
+        args.batch = DEFAULT_BATCH[args.model]
     for name in ("threads", "epochs", "batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -127,24 +193,22 @@ def main():
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
 
-    images = read_idx(args.images, IMAGES_MAGIC)
-    features = torch.from_numpy(images.reshape(images.shape[0], -1).astype(np.float32) / 255.0)
-    labels = torch.from_numpy(read_idx(args.labels, LABELS_MAGIC).astype(np.int64))
-    if features.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"{args.images} contains {features.shape[0]} images but {args.labels} contains "
-            f"{labels.shape[0]} labels; use the image and label files of the same split"
-        )
+    if args.model == "lstm":
+        features, labels = series_dataset()
+        loss_fn = nn.functional.mse_loss
+    else:
+        features, labels = load_mnist(args.images, args.labels)
+        loss_fn = nn.functional.cross_entropy
 
     model = build_model(args.model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    train_epoch(model, optimizer, features, labels, args.batch, generator)
+    train_epoch(model, optimizer, loss_fn, features, labels, args.batch, generator)
 
     start = time.perf_counter()
     loss = 0.0
     for _ in range(args.epochs):
-        loss = train_epoch(model, optimizer, features, labels, args.batch, generator)
+        loss = train_epoch(model, optimizer, loss_fn, features, labels, args.batch, generator)
     seconds = time.perf_counter() - start
 
     samples = features.shape[0] * args.epochs

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Measure MLP training throughput and peak memory of dendrite and PyTorch side by side.
+# Measure the training throughput and peak memory of dendrite and PyTorch side by side, for one
+# of three models (MODEL): the MLP or the LeNet-5 style CNN on MNIST digits, or an LSTM on
+# windows of a synthetic series.
 #
 # For each thread count, the script runs dendrite and PyTorch RUNS times each, alternating
 # between them. The order flips every round, so neither framework always runs first. Each run
@@ -11,7 +13,8 @@
 #   RUNS         runs per framework and thread count (default 5)
 #   EPOCHS       timed epochs per run, after one warm-up epoch (default 3)
 #   THREADS      thread counts to measure (default "1 2")
-#   MODEL        mlp (784-256-128-10) or lenet (the LeNet-5 style CNN) (default mlp)
+#   MODEL        mlp (784-256-128-10, batch 64), lenet (the LeNet-5 style CNN, batch 64) or
+#                lstm (LSTM with 64 units and a dense layer to 1 output, batch 32) (default mlp)
 #   RESULTS_DIR  folder for the raw JSON lines and time reports (default: a new temp folder)
 #   QUIET_WAIT   seconds to wait before each run for the CPUs to fall below 10% busy
 #                (default 120), because other work on the machine skews the timings
