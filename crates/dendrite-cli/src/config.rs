@@ -378,11 +378,13 @@ impl DataConfig {
                 })
             }
             DataConfig::Csv(_) => unreachable!("CSV data is prepared by CsvConfig::prepare"),
-            DataConfig::Series(_) => {
-                bail!(
-                    "format = \"series\" is trained by `dendrite train` and evaluated by `dendrite evaluate`; it has no other use yet"
-                )
-            }
+            // An invalid-config error, so that `name_config` adds the file name.
+            DataConfig::Series(_) => Err(dendrite::Error::InvalidConfig(
+                "format = \"series\" works with `dendrite train`, `evaluate`, `forecast`, \
+                 `inspect` and `report`, but not yet with this command"
+                    .into(),
+            )
+            .into()),
         }
     }
 }

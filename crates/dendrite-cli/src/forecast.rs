@@ -6,19 +6,25 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use dendrite::data::SeriesConfig;
 use dendrite::data::series::{ForecastEvaluation, ForecastMetrics, Series, SeriesPreprocessor};
+use dendrite::data::{Dataset, SeriesConfig};
 use dendrite::model::{self, ModelInfo, SavedModel, Task};
 use dendrite::nn::Sequential;
 use dendrite::train::{self, FitOptions};
 use serde_json::{Map, Value, json};
 
 use crate::config::Config;
+use crate::html_report;
+use crate::run_files::{
+    self, DataSummary, PREDICTIONS_FILE, RUN_FILE, RunInfo, SUMMARY_FILE, Timing,
+};
 use crate::runlog::RunLog;
 use crate::train::Progress;
 
-/// Trains a forecaster on the series of `series` and writes the model, `metrics.jsonl` and
-/// `summary.json` with the test errors next to the baselines'.
+/// Trains a forecaster on the series of `series` and writes the run folder as `dendrite
+/// train` does: the model, `metrics.jsonl`, `steps.jsonl`, `summary.json` with the test
+/// errors next to the baselines', `run.json`, the test part's `predictions.csv`, the charts
+/// and `report.html`.
 pub fn train(
     config_path: &Path,
     config: &Config,
@@ -80,6 +86,7 @@ pub fn train(
         windows.materialized_bytes() as f64 / 1024.0
     );
 
+    let training_started = Instant::now();
     let mut progress = Progress {
         out_dir: &out_dir,
         bar: None,
@@ -102,6 +109,7 @@ pub fn train(
     if let Some(bar) = &progress.bar {
         bar.finish_and_clear();
     }
+    let training_seconds = training_started.elapsed().as_secs_f64();
     let history = match fitted {
         Ok(history) => history,
         Err(error @ dendrite::Error::NonFinite { .. }) => {
@@ -121,6 +129,7 @@ pub fn train(
     }
 
     // The test part is evaluated here, once.
+    let evaluation_started = Instant::now();
     let series_data = &prepared.series;
     let mut summary = Map::new();
     let mut evaluations = vec![(
@@ -140,10 +149,40 @@ pub fn train(
     for (part, evaluation) in &evaluations {
         summary.insert(part.to_string(), evaluation_json(evaluation));
     }
+    let evaluation_seconds = evaluation_started.elapsed().as_secs_f64();
     model::save(&out_dir, &model, &info)?;
+    write_predictions(
+        &out_dir,
+        &model,
+        preprocessor,
+        series_data,
+        "test",
+        &prepared.test,
+    )?;
     let mut json = serde_json::to_vec_pretty(&Value::Object(summary))?;
     json.push(b'\n');
-    model::write_atomic(&out_dir.join("summary.json"), &json)?;
+    model::write_atomic(&out_dir.join(SUMMARY_FILE), &json)?;
+    let run_info = RunInfo {
+        config_path: config_path.display().to_string(),
+        config: std::fs::read_to_string(config_path)
+            .with_context(|| format!("cannot read {}", config_path.display()))?,
+        data: DataSummary::new(
+            &prepared.train,
+            prepared.validation.as_ref(),
+            Some(&prepared.test),
+        ),
+        timing: Timing {
+            total_seconds: started.elapsed().as_secs_f64(),
+            training_seconds,
+            evaluation_seconds,
+            epochs: history.epochs.len(),
+        },
+        threads: rayon::current_num_threads(),
+        parameters: model.params().numel(),
+    };
+    run_files::write_json(&out_dir.join(RUN_FILE), &run_info)?;
+    let report = html_report::build(&out_dir)?;
+
     for (part, evaluation) in &evaluations {
         println!("{part}:");
         print!("{}", evaluation_table(evaluation));
@@ -153,6 +192,55 @@ pub fn train(
         out_dir.display(),
         started.elapsed().as_secs_f64()
     );
+    println!("report written to {}", report.display());
+    Ok(())
+}
+
+/// Writes `predictions.csv` for the windows of `dataset` (one part of `series`): one row per
+/// window with the time of its first target, then the actual and predicted value of each
+/// output in the file's units, in the layout of a regression model's predictions.
+fn write_predictions(
+    dir: &Path,
+    model: &Sequential,
+    preprocessor: &SeriesPreprocessor,
+    series: &Series,
+    part: &str,
+    dataset: &Dataset,
+) -> Result<()> {
+    let windows = dataset.windows().expect("series data is windowed");
+    let outputs = preprocessor.predict_windows(model, dataset);
+    let width = preprocessor.outputs();
+    let channels = preprocessor.value_columns.len();
+    let time_label = |row: usize| match preprocessor.time_format {
+        Some(format) => format.format(series.times[row]),
+        None => series.times[row].to_string(),
+    };
+
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["split".to_string(), "row".to_string(), "time".to_string()];
+    for name in target_names(preprocessor) {
+        header.push(format!("{name}_actual"));
+        header.push(format!("{name}_predicted"));
+    }
+    writer.write_record(&header)?;
+    for (w, &start) in windows.starts().iter().enumerate() {
+        let predicted =
+            preprocessor.invert(&series.values, start, &outputs[w * width..(w + 1) * width]);
+        let first_target = start + preprocessor.lookback;
+        let mut record = vec![part.to_string(), w.to_string(), time_label(first_target)];
+        for (i, prediction) in predicted.iter().enumerate() {
+            let (h, c) = (i / channels, i % channels);
+            let actual = series.values[(first_target + h) * channels + c];
+            record.push(actual.to_string());
+            record.push(prediction.to_string());
+        }
+        writer.write_record(&record)?;
+    }
+    let path = dir.join(PREDICTIONS_FILE);
+    let bytes = writer
+        .into_inner()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    model::write_atomic(&path, &bytes)?;
     Ok(())
 }
 

@@ -46,6 +46,15 @@ pub fn build(dir: &Path) -> Result<PathBuf> {
             dir.display()
         );
     }
+    if !dir.join(METRICS_FILE).exists() && dir.join("journal.jsonl").exists() {
+        bail!(
+            "{} is the output folder of `dendrite tune`; run the same `dendrite tune` command \
+             again to rebuild its report.html (finished trials are read from journal.jsonl, \
+             not trained again), or give the folder of a training run, such as {}",
+            dir.display(),
+            dir.join("best").display()
+        );
+    }
     let epochs = read_json_lines(&dir.join(METRICS_FILE))?;
     if epochs.is_empty() {
         bail!(
@@ -90,9 +99,10 @@ pub fn build(dir: &Path) -> Result<PathBuf> {
             },
         ));
     }
+    let forecaster = saved.meta.series.is_some();
     let predictions_path = dir.join(PREDICTIONS_FILE);
     if predictions_path.exists() {
-        figures.extend(prediction_figures(&predictions_path)?);
+        figures.extend(prediction_figures(&predictions_path, forecaster)?);
     }
 
     let plots_dir = dir.join(PLOTS_DIR);
@@ -104,7 +114,7 @@ pub fn build(dir: &Path) -> Result<PathBuf> {
     let title = format!("dendrite run {}", dir.display());
     let mut body = String::new();
     if let Some(info) = &run_info {
-        body.push_str(&data_section(info));
+        body.push_str(&data_section(info, forecaster));
     } else {
         writeln!(
             body,
@@ -118,6 +128,14 @@ pub fn build(dir: &Path) -> Result<PathBuf> {
         "<h2>Model</h2>\n<pre>{}</pre>",
         escape(&crate::inspect::layer_table(&saved.model))
     )?;
+    if forecaster {
+        writeln!(
+            body,
+            "<p>The final metrics are in the units of the series file, next to the \
+             persistence and seasonal naive baselines. The validation metrics per epoch are \
+             on the scaled (and differenced, if configured) values the model predicts.</p>"
+        )?;
+    }
     body.push_str(&plots_section(&plots));
     if let Some(most_wrong) = &most_wrong {
         body.push_str(&most_wrong_section(most_wrong));
@@ -276,8 +294,9 @@ fn confusion_matrix(summary: &Value) -> Option<(String, Vec<Vec<usize>>)> {
     })
 }
 
-/// Returns one predicted-against-actual chart per target of `predictions.csv`.
-fn prediction_figures(path: &Path) -> Result<Vec<(String, Figure)>> {
+/// Returns one predicted-against-actual chart per target of `predictions.csv`, whose rows
+/// are test windows for a `forecaster`.
+fn prediction_figures(path: &Path, forecaster: bool) -> Result<Vec<(String, Figure)>> {
     let invalid = || {
         format!(
             "{} is not valid; train again to rewrite the run folder",
@@ -315,6 +334,7 @@ fn prediction_figures(path: &Path) -> Result<Vec<(String, Figure)>> {
                     x_label: format!("actual {name}"),
                     y_label: format!("predicted {name}"),
                     points,
+                    points_name: if forecaster { "windows" } else { "rows" }.into(),
                     diagonal: true,
                 },
             )
@@ -322,19 +342,23 @@ fn prediction_figures(path: &Path) -> Result<Vec<(String, Figure)>> {
         .collect())
 }
 
-fn data_section(info: &RunInfo) -> String {
+/// Formats the splits, class counts and timing of `run.json`. A forecaster's splits count
+/// windows, not rows.
+fn data_section(info: &RunInfo, forecaster: bool) -> String {
     let mut html = String::from("<h2>Data</h2>\n");
     let data = &info.data;
+    let unit = if forecaster { "windows" } else { "rows" };
     let _ = writeln!(
         html,
-        "<p>Rows of shape {:?}; {}.</p>",
+        "<p>{} of shape {:?}; {}.</p>",
+        if forecaster { "Windows" } else { "Rows" },
         data.feature_shape,
         match &data.classes {
             Some(classes) => format!("{} classes", classes.len()),
             None => "regression targets".into(),
         }
     );
-    html.push_str("<table>\n<tr><th>split</th><th>rows</th>");
+    let _ = write!(html, "<table>\n<tr><th>split</th><th>{unit}</th>");
     if let Some(classes) = &data.classes {
         for class in classes {
             let _ = write!(html, "<th>{}</th>", escape(class));
@@ -372,25 +396,26 @@ fn data_section(info: &RunInfo) -> String {
     html
 }
 
-/// Formats the scalar metrics of each split of `summary.json` as one table.
+/// Formats the scalar metrics of each split of `summary.json` as one table. The baselines
+/// of a forecaster (`baseline_persistence`, `baseline_seasonal`) get rows of their own, such
+/// as `baseline_persistence mae`.
 fn metrics_section(summary: &Value) -> String {
     let splits: Vec<&str> = ["train", "validation", "test"]
         .into_iter()
         .filter(|s| summary[*s].is_object())
         .collect();
-    let mut names: Vec<String> = splits
+    let flat: Vec<BTreeMap<String, &Value>> = splits
         .iter()
-        .filter_map(|s| summary[*s].as_object())
-        .flat_map(|m| {
-            m.iter()
-                .filter(|(_, v)| v.is_number())
-                .map(|(k, _)| k.clone())
-        })
+        .map(|s| scalar_metrics(&summary[*s]))
+        .collect();
+    let mut names: Vec<String> = flat
+        .iter()
+        .flat_map(|m| m.keys().cloned())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    // The loss comes first, the other metrics in name order.
-    names.sort_by_key(|name| name != "loss");
+    // The loss comes first, the model's other metrics in name order, then the baselines.
+    names.sort_by_key(|name| (name != "loss", name.starts_with("baseline_")));
     let mut html = String::from("<h2>Final metrics</h2>\n<table>\n<tr><th>metric</th>");
     for split in &splits {
         let _ = write!(html, "<th>{split}</th>");
@@ -398,10 +423,13 @@ fn metrics_section(summary: &Value) -> String {
     html.push_str("</tr>\n");
     for name in &names {
         let _ = write!(html, "<tr><td>{}</td>", escape(name));
-        for split in &splits {
-            match summary[*split][name].as_f64() {
+        for metrics in &flat {
+            match metrics.get(name) {
+                Some(value) if value.is_u64() => {
+                    let _ = write!(html, "<td>{value}</td>");
+                }
                 Some(value) => {
-                    let _ = write!(html, "<td>{value:.4}</td>");
+                    let _ = write!(html, "<td>{:.4}</td>", value.as_f64().unwrap_or(f64::NAN));
                 }
                 None => html.push_str("<td></td>"),
             }
@@ -410,6 +438,27 @@ fn metrics_section(summary: &Value) -> String {
     }
     html.push_str("</table>\n");
     html
+}
+
+/// Returns the numbers of one split's summary by name, with those of the `baseline_*`
+/// objects under `baseline_... metric`.
+fn scalar_metrics(split: &Value) -> BTreeMap<String, &Value> {
+    let mut metrics = BTreeMap::new();
+    let Some(object) = split.as_object() else {
+        return metrics;
+    };
+    for (name, value) in object {
+        if value.is_number() {
+            metrics.insert(name.clone(), value);
+        } else if name.starts_with("baseline_")
+            && let Some(baseline) = value.as_object()
+        {
+            for (metric, value) in baseline.iter().filter(|(_, v)| v.is_number()) {
+                metrics.insert(format!("{name} {metric}"), value);
+            }
+        }
+    }
+    metrics
 }
 
 fn plots_section(plots: &[WrittenPlot]) -> String {
@@ -464,7 +513,6 @@ fn most_wrong_section(most_wrong: &MostWrong) -> String {
 }
 
 /// One trial of a hyperparameter search, for [`write_search_report`].
-#[allow(dead_code, reason = "for `dendrite tune`, which does not exist yet")]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trial {
     /// The trial number, from 1.
@@ -478,7 +526,6 @@ pub struct Trial {
 }
 
 /// The value of one searched parameter.
-#[allow(dead_code, reason = "for `dendrite tune`, which does not exist yet")]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamValue {
     Number(f64),
@@ -492,7 +539,6 @@ pub enum ParamValue {
 /// # Errors
 ///
 /// Fails if a chart cannot be drawn or a file cannot be written.
-#[allow(dead_code, reason = "for `dendrite tune`, which does not exist yet")]
 pub fn write_search_report(
     dir: &Path,
     title: &str,
@@ -575,6 +621,7 @@ pub fn write_search_report(
             x_label,
             y_label: score_name.into(),
             points,
+            points_name: "trials".into(),
             diagonal: false,
         };
         plots.push(plots::write(

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use dendrite::data::ColorMode;
+use dendrite::data::series::{ColumnScale, SeriesPreprocessor};
 use dendrite::data::tabular::ColumnEncoding;
 use dendrite::model::{self, InputKind, ModelMeta, SavedModel, Task};
 use dendrite::nn::Sequential;
@@ -169,6 +170,10 @@ fn preprocessing_text(meta: &ModelMeta) -> String {
                 .expect("writing to a String cannot fail");
         }
     }
+    if let Some(series) = &meta.series {
+        found = true;
+        text.push_str(&series_text(series));
+    }
     if let Some(decision) = &meta.decision_threshold {
         writeln!(
             text,
@@ -180,6 +185,79 @@ fn preprocessing_text(meta: &ModelMeta) -> String {
     if !found {
         text.push_str("  none (inputs are used as given)\n");
     }
+    text
+}
+
+/// Formats the windowing, differencing and scaling of a forecaster, fitted on the training
+/// part, which `evaluate` and `forecast` apply to a series file.
+fn series_text(series: &SeriesPreprocessor) -> String {
+    let mut text = String::new();
+    let mut line = |args: std::fmt::Arguments<'_>| {
+        text.write_fmt(args)
+            .expect("writing to a String cannot fail");
+        text.push('\n');
+    };
+    let time = match (&series.time_column, series.time_format) {
+        (Some(column), Some(format)) => format!(
+            "column {column} ({}), step {}",
+            format.describe(),
+            series.time_step
+        ),
+        (Some(column), None) => format!("column {column}"),
+        (None, _) => "row order".to_string(),
+    };
+    line(format_args!("  series       time from {time}"));
+    line(format_args!(
+        "  values       {}",
+        series.value_columns.join(", ")
+    ));
+    if !series.feature_columns.is_empty() {
+        line(format_args!(
+            "  features     {}",
+            series.feature_columns.join(", ")
+        ));
+    }
+    line(format_args!(
+        "  windows      lookback {}, horizon {}, forecast {}",
+        series.lookback,
+        series.horizon,
+        serde_name(&series.forecast)
+    ));
+    if series.difference > 0 {
+        line(format_args!(
+            "  difference   y_t - y_(t-{})",
+            series.difference
+        ));
+    } else {
+        line(format_args!("  difference   none"));
+    }
+    let scales = |columns: &[String], scales: &[ColumnScale]| {
+        columns
+            .iter()
+            .zip(scales)
+            .map(|(name, s)| format!("{name}: (x - {:.6}) / {:.6}", s.center, s.scale))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    line(format_args!(
+        "  scaling      {} ({})",
+        serde_name(&series.scaling),
+        scales(&series.value_columns, &series.value_scales)
+    ));
+    if !series.feature_columns.is_empty() {
+        line(format_args!(
+            "               features: {}",
+            scales(&series.feature_columns, &series.feature_scales)
+        ));
+    }
+    line(format_args!(
+        "  parts        test: the last {} steps; validation: the {} steps before them",
+        series.test_length, series.validation_length
+    ));
+    line(format_args!(
+        "  missing      {}",
+        serde_name(&series.missing)
+    ));
     text
 }
 

@@ -11,7 +11,6 @@ mod html_report;
 mod infer;
 mod inspect;
 mod lr_find;
-mod plot;
 mod plots;
 mod preprocess;
 mod report;
@@ -268,7 +267,8 @@ enum Command {
     ///
     /// The [search] table of the config declares the parameters and the strategy. Each trial
     /// trains on the training split and is scored on the validation split; trials never read
-    /// a test row. At the end, the table of trials is printed and written, the best config is
+    /// a test row. At the end, the table of trials is printed and written, report.html shows
+    /// the trials and the validation score against each parameter, the best config is
     /// written as a TOML file, and the best config is retrained and evaluated once on the test
     /// split, reported on its own line. A stopped search continues from its journal.
     #[command(after_long_help = SEARCH_HELP)]

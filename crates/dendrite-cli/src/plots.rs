@@ -63,6 +63,8 @@ pub enum Figure {
         x_label: String,
         y_label: String,
         points: Vec<(f64, f64)>,
+        /// The legend entry of the points, such as "rows" or "trials".
+        points_name: String,
         diagonal: bool,
     },
 }
@@ -180,8 +182,17 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, figure: &Figure) -> D
             x_label,
             y_label,
             points,
+            points_name,
             diagonal,
-        } => draw_scatter(root, title, x_label, y_label, points, *diagonal),
+        } => draw_scatter(
+            root,
+            title,
+            x_label,
+            y_label,
+            points,
+            points_name,
+            *diagonal,
+        ),
     }
 }
 
@@ -366,6 +377,7 @@ fn draw_scatter<DB: DrawingBackend>(
     x_label: &str,
     y_label: &str,
     points: &[(f64, f64)],
+    points_name: &str,
     diagonal: bool,
 ) -> DrawResult<DB> {
     let finite: Vec<(f64, f64)> = points
@@ -411,7 +423,7 @@ fn draw_scatter<DB: DrawingBackend>(
                 .iter()
                 .map(|&p| Circle::new(p, 3, color.mix(0.6).filled())),
         )?
-        .label("rows")
+        .label(points_name)
         .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
     chart
         .configure_series_labels()
@@ -510,6 +522,7 @@ mod tests {
             x_label: "actual".into(),
             y_label: "predicted".into(),
             points: Vec::new(),
+            points_name: "rows".into(),
             diagonal: true,
         };
         render_svg(&empty).unwrap();

@@ -1,6 +1,7 @@
 //! The forecasting examples, trained by the real binary: each beats its baseline on the test
-//! part, `evaluate` prints the model next to the baselines, and `forecast` continues the
-//! timestamps after the end of the file.
+//! part, `evaluate` prints the model next to the baselines, `forecast` continues the
+//! timestamps after the end of the file, and the run folder has the report and charts of
+//! any run.
 
 mod common;
 
@@ -53,6 +54,117 @@ fn airline_beats_seasonal_naive() {
         let value: f64 = line.split(',').nth(1).unwrap().parse().unwrap();
         assert!((200.0..900.0).contains(&value), "{line}");
     }
+}
+
+#[test]
+fn airline_run_has_report_charts_and_inspect() {
+    let dir = TempDir::new("airline-report");
+    let out = dir.join("run");
+    let config = example_config(&dir, "airline-passengers", &[]);
+    let run = train(&config, &out);
+    run.assert_success();
+    let report = out.join("report.html");
+    assert!(
+        run.stdout
+            .contains(&format!("report written to {}", report.display())),
+        "{}",
+        run.stdout
+    );
+
+    let info = read_json(&out.join("run.json"));
+    assert_eq!(info["timing"]["epochs"], 50);
+    let splits: Vec<u64> = info["data"]["splits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["rows"].as_u64().unwrap())
+        .collect();
+    assert_eq!(splits, [84, 12, 24], "windows per part");
+
+    // One row per test window, in the file's units; their MAE is the summary's test MAE.
+    let predictions = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    let lines: Vec<&str> = predictions.lines().collect();
+    assert_eq!(
+        lines[0],
+        "split,row,time,passengers_thousands_actual,passengers_thousands_predicted"
+    );
+    assert_eq!(lines.len(), 25, "{predictions}");
+    assert!(lines[1].starts_with("test,0,1959-01,360,"), "{}", lines[1]);
+    assert!(
+        lines[24].starts_with("test,23,1960-12,432,"),
+        "{}",
+        lines[24]
+    );
+    let errors: Vec<f64> = lines[1..]
+        .iter()
+        .map(|line| {
+            let fields: Vec<f64> = line
+                .split(',')
+                .skip(3)
+                .map(|v| v.parse().unwrap())
+                .collect();
+            (fields[0] - fields[1]).abs()
+        })
+        .collect();
+    let mae = errors.iter().sum::<f64>() / errors.len() as f64;
+    let summary_mae = read_json(&out.join("summary.json"))["test"]["mae"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (mae - summary_mae).abs() < 1e-6,
+        "predictions.csv MAE {mae}, summary.json {summary_mae}"
+    );
+
+    for file in [
+        "loss",
+        "learning_rate",
+        "gradient_norms",
+        "predicted_vs_actual_0",
+    ] {
+        for extension in ["svg", "png"] {
+            let path = out.join(format!("plots/{file}.{extension}"));
+            assert!(path.exists(), "{} is missing", path.display());
+        }
+    }
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains("passengers_thousands: predicted against actual (test split)"),
+        "no predicted-against-actual chart"
+    );
+    assert!(
+        html.contains("<td>baseline_seasonal mae</td>"),
+        "no baseline row"
+    );
+    assert!(
+        html.contains("<th>windows</th>"),
+        "the parts do not count windows"
+    );
+    assert!(!html.contains("http://") && !html.contains("https://"));
+
+    // `dendrite report` rebuilds the page and the charts from the files alone.
+    std::fs::remove_file(&report).unwrap();
+    std::fs::remove_dir_all(out.join("plots")).unwrap();
+    let rebuilt = dendrite(["report".as_ref(), out.as_os_str()]);
+    rebuilt.assert_success();
+    assert_eq!(std::fs::read_to_string(&report).unwrap(), html);
+    assert!(out.join("plots/predicted_vs_actual_0.png").exists());
+
+    // `inspect` shows the stored series preprocessing.
+    let inspect = dendrite(["inspect".as_ref(), out.as_os_str()]);
+    inspect.assert_success();
+    for expected in [
+        "windows      lookback 12, horizon 1, forecast recursive",
+        "difference   y_t - y_(t-12)",
+        "scaling      standard (passengers_thousands: (x - ",
+        "parts        test: the last 24 steps; validation: the 12 steps before them",
+    ] {
+        assert!(inspect.stdout.contains(expected), "{}", inspect.stdout);
+    }
+    assert!(
+        !inspect.stdout.contains("none (inputs"),
+        "{}",
+        inspect.stdout
+    );
 }
 
 #[test]

@@ -79,6 +79,38 @@ low = 2
 high = 16
 "#;
 
+/// Checks that the search report in `out` exists, makes no network request, and has one
+/// row for each of the trials numbered 1 to `trials`.
+fn assert_search_report(out: &Path, trials: usize, stdout: &str) {
+    let path = out.join("report.html");
+    assert!(
+        stdout.contains(&format!("search report written to {}", path.display())),
+        "{stdout}"
+    );
+    let html = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    assert!(!html.contains("http://"), "the report links to a web page");
+    assert!(!html.contains("https://"), "the report links to a web page");
+    assert!(!html.contains("<script"), "the report has a script");
+    assert!(!html.contains("<link"), "the report loads a style sheet");
+    for trial in 1..=trials {
+        assert_eq!(
+            html.matches(&format!("<tr><td>{trial}</td>")).count(),
+            1,
+            "trial {trial} is not listed once"
+        );
+    }
+    assert_eq!(html.matches("<tr><td>").count(), trials, "extra rows");
+    // One chart of the validation score per searched parameter.
+    assert_eq!(
+        html.matches("<img src=\"data:image/svg+xml;base64,")
+            .count(),
+        2
+    );
+    assert!(out.join("plots/param_0.svg").exists());
+    assert!(out.join("plots/param_1.png").exists());
+}
+
 fn tune(config: &Path, out: &Path, extra: &[&str]) -> common::Run {
     let mut args = vec![
         "tune".to_string(),
@@ -131,6 +163,18 @@ fn tune_selects_on_validation_and_tests_once() {
     assert_eq!(report["trials"], 5);
     assert_eq!(report["test_evaluations"], 1);
     assert!(report["test"]["accuracy"].as_f64().unwrap() > 0.5);
+    assert_search_report(&out, 5, &run.stdout);
+
+    // `dendrite report` points from the search folder to `dendrite tune`.
+    let report = dendrite(["report".as_ref(), out.as_os_str()]);
+    assert_eq!(report.code, Some(2), "{}", report.stdout);
+    assert!(
+        report
+            .stderr
+            .contains("is the output folder of `dendrite tune`"),
+        "{}",
+        report.stderr
+    );
 
     // The best config trains as it is.
     let retrain = dendrite([
@@ -334,6 +378,7 @@ fn killed_search_continues_where_it_stopped() {
     let after = journal_without_times(&journal);
     assert_eq!(after.len(), 12);
     assert_eq!(after[..finished], before[..]);
+    assert_search_report(&out, 12, &run.stdout);
     let mut trials: Vec<u64> = after.iter().map(|r| r["trial"].as_u64().unwrap()).collect();
     trials.sort_unstable();
     assert_eq!(trials, (1..=12).collect::<Vec<u64>>());

@@ -1,12 +1,14 @@
 //! The end of a search: the table of trials, the best config, and the one test evaluation.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use dendrite::model;
 use dendrite::tune::{Metric, Search, TrialRecord};
 use serde_json::{Value, json};
 use toml::Table;
+
+use crate::html_report::{self, ParamValue, Trial};
 
 use super::overrides::{absolute_data_paths, set_key, to_toml};
 use super::{best, has_rungs, metric_name};
@@ -47,7 +49,8 @@ fn short_key(key: &str) -> String {
 
 /// Prints and writes the results: the table of trials (also as `trials.csv`) and the best
 /// config (`best.toml`). Unless `skip_retrain` is set, the best config is retrained in
-/// `best/` and evaluated once on the test split. `report.json` sums it up.
+/// `best/` and evaluated once on the test split. `report.json` sums it up, and
+/// `report.html` shows every trial with charts of the score against each parameter.
 #[allow(clippy::too_many_arguments)]
 pub fn finish(
     config_path: &Path,
@@ -109,12 +112,16 @@ pub fn finish(
         records.len(),
         csv_path.display()
     );
+    // The report is written before the retraining, which may fail, and its path is printed
+    // last, where it does not scroll away behind the retraining's output.
+    let report_path = write_html_report(config_path, records, metric, rungs, out_dir)?;
 
     let Some(best) = best(records, max_epochs) else {
         anyhow::bail!(
             "no trial finished training for the full {max_epochs} epochs, so there is no best \
-             config; see the errors in {}",
-            csv_path.display()
+             config; see the errors in {} or {}",
+            csv_path.display(),
+            report_path.display()
         );
     };
     println!(
@@ -190,7 +197,61 @@ pub fn finish(
     let mut bytes = serde_json::to_vec_pretty(&report)?;
     bytes.push(b'\n');
     model::write_atomic(&out_dir.join("report.json"), &bytes)?;
+    println!("search report written to {}", report_path.display());
     Ok(())
+}
+
+/// Writes `report.html` of the search into `out_dir`: every trial with its validation
+/// score, and the score against each searched parameter. Returns the path of the report.
+fn write_html_report(
+    config_path: &Path,
+    records: &[TrialRecord],
+    metric: Metric,
+    rungs: bool,
+    out_dir: &Path,
+) -> Result<PathBuf> {
+    let trials: Vec<Trial> = records
+        .iter()
+        .map(|record| {
+            let score = record.score.and(match metric {
+                Metric::Accuracy => record.val_accuracy,
+                Metric::Loss => record.val_loss,
+            });
+            let mut status = match &record.error {
+                Some(error) => format!("failed: {error}"),
+                None => "finished".to_string(),
+            };
+            if rungs {
+                status.push_str(&format!(
+                    " (rung {}, {} epochs)",
+                    record.rung, record.epochs
+                ));
+            }
+            Trial {
+                number: record.trial,
+                params: record
+                    .values
+                    .iter()
+                    .map(|(key, value)| (key.clone(), param_value(value)))
+                    .collect(),
+                score,
+                status,
+            }
+        })
+        .collect();
+    let title = format!("dendrite tune {}", config_path.display());
+    let score_name = format!("validation {}", metric_name(metric));
+    let higher_is_better = metric == Metric::Accuracy;
+    html_report::write_search_report(out_dir, &title, &score_name, higher_is_better, &trials)
+        .with_context(|| format!("cannot write the search report in {}", out_dir.display()))
+}
+
+/// Converts a searched value for the report: numbers stay numbers, anything else is text.
+fn param_value(value: &Value) -> ParamValue {
+    match value.as_f64() {
+        Some(number) => ParamValue::Number(number),
+        None => ParamValue::Text(plain(value)),
+    }
 }
 
 /// Returns the loss and accuracy (or RMSE and R²) of a split's summary.
