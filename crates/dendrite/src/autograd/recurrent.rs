@@ -24,9 +24,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ops::sigmoid;
 use super::{Graph, Node, Op, Shape, Var, take_from_pool};
-use crate::tensor::{Transpose, matmul_into, matmul_rows_into, sum_rows_into};
+use crate::tensor::{Transpose, math, matmul_into, matmul_rows_into, sum_rows_into};
 
 /// The cell of a recurrent layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,41 +224,52 @@ impl Graph<'_> {
                 let acts = &mut step_gates[b * width..(b + 1) * width];
                 let h_prev = &previous[b * hidden..(b + 1) * hidden];
                 let h = &mut next[b * hidden..(b + 1) * hidden];
+                // The activations run over whole slices, which vectorizes them.
                 match cell {
                     RecurrentCell::Rnn => {
                         for j in 0..hidden {
-                            h[j] = (input[j] + hidden_part[j]).tanh();
-                            acts[j] = h[j];
+                            acts[j] = input[j] + hidden_part[j];
                         }
+                        math::tanh_in_place(acts);
+                        h.copy_from_slice(acts);
                     }
                     RecurrentCell::Lstm => {
                         let (c_done, c_next) = extra.split_at_mut((t + 1) * step_len);
                         let c_prev = &c_done[t * step_len + b * hidden..][..hidden];
                         let c = &mut c_next[b * hidden..(b + 1) * hidden];
+                        for ((a, &x), &r) in acts.iter_mut().zip(input).zip(hidden_part) {
+                            *a = x + r;
+                        }
+                        let (input_forget, rest) = acts.split_at_mut(2 * hidden);
+                        let (cell_gate, output_gate) = rest.split_at_mut(hidden);
+                        math::sigmoid_in_place(input_forget);
+                        math::tanh_in_place(cell_gate);
+                        math::sigmoid_in_place(output_gate);
                         for j in 0..hidden {
-                            let i = sigmoid(input[j] + hidden_part[j]);
-                            let f = sigmoid(input[hidden + j] + hidden_part[hidden + j]);
-                            let g = (input[2 * hidden + j] + hidden_part[2 * hidden + j]).tanh();
-                            let o = sigmoid(input[3 * hidden + j] + hidden_part[3 * hidden + j]);
+                            let (i, f, g) =
+                                (input_forget[j], input_forget[hidden + j], cell_gate[j]);
                             c[j] = f * c_prev[j] + i * g;
-                            h[j] = o * c[j].tanh();
-                            acts[j] = i;
-                            acts[hidden + j] = f;
-                            acts[2 * hidden + j] = g;
-                            acts[3 * hidden + j] = o;
+                        }
+                        h.copy_from_slice(c);
+                        math::tanh_in_place(h);
+                        for (h, &o) in h.iter_mut().zip(output_gate.iter()) {
+                            *h *= o;
                         }
                     }
                     RecurrentCell::Gru => {
                         let h_n = &mut extra[t * step_len + b * hidden..][..hidden];
+                        for j in 0..2 * hidden {
+                            acts[j] = input[j] + hidden_part[j];
+                        }
+                        math::sigmoid_in_place(&mut acts[..2 * hidden]);
+                        h_n.copy_from_slice(&hidden_part[2 * hidden..3 * hidden]);
                         for j in 0..hidden {
-                            let r = sigmoid(input[j] + hidden_part[j]);
-                            let z = sigmoid(input[hidden + j] + hidden_part[hidden + j]);
-                            h_n[j] = hidden_part[2 * hidden + j];
-                            let n = (input[2 * hidden + j] + r * h_n[j]).tanh();
+                            acts[2 * hidden + j] = input[2 * hidden + j] + acts[j] * h_n[j];
+                        }
+                        math::tanh_in_place(&mut acts[2 * hidden..3 * hidden]);
+                        for j in 0..hidden {
+                            let (z, n) = (acts[hidden + j], acts[2 * hidden + j]);
                             h[j] = (1.0 - z) * n + z * h_prev[j];
-                            acts[j] = r;
-                            acts[hidden + j] = z;
-                            acts[2 * hidden + j] = n;
                         }
                     }
                 }
@@ -447,6 +457,7 @@ pub(crate) fn recurrent_backward(
     let mut dh = take_from_pool(pool, step_len);
     let mut dh_prev = take_from_pool(pool, step_len);
     let mut dc = take_from_pool(pool, step_len);
+    let mut tanh_c = take_from_pool(pool, hidden);
     dh.fill(0.0);
     dc.fill(0.0);
 
@@ -484,6 +495,9 @@ pub(crate) fn recurrent_backward(
                     let c = &extra[(t + 1) * step_len + b * hidden..][..hidden];
                     let c_prev = &extra[t * step_len + b * hidden..][..hidden];
                     let dc_b = &mut dc[b * hidden..(b + 1) * hidden];
+                    // The same tanh as the forward pass.
+                    tanh_c.copy_from_slice(c);
+                    math::tanh_in_place(&mut tanh_c);
                     for j in 0..hidden {
                         let (i, f, g, o) = (
                             acts[j],
@@ -491,9 +505,8 @@ pub(crate) fn recurrent_backward(
                             acts[2 * hidden + j],
                             acts[3 * hidden + j],
                         );
-                        let tanh_c = c[j].tanh();
-                        let d_o = dh_b[j] * tanh_c;
-                        let dc_total = dc_b[j] + dh_b[j] * o * (1.0 - tanh_c * tanh_c);
+                        let d_o = dh_b[j] * tanh_c[j];
+                        let dc_total = dc_b[j] + dh_b[j] * o * (1.0 - tanh_c[j] * tanh_c[j]);
                         let d_i = dc_total * g;
                         let d_f = dc_total * c_prev[j];
                         let d_g = dc_total * i;
@@ -601,7 +614,7 @@ pub(crate) fn recurrent_backward(
             accumulate,
         );
     }
-    for buffer in [d_input, d_recurrent, dh, dh_prev, dc] {
+    for buffer in [d_input, d_recurrent, dh, dh_prev, dc, tanh_c] {
         pool.push(buffer);
     }
 }

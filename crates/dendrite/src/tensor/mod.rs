@@ -5,6 +5,7 @@
 //! through strides instead of copying it.
 
 mod kernels;
+pub mod math;
 mod matmul;
 
 pub use kernels::{add_row_broadcast, argmax_rows, sum_rows_into};
