@@ -9,7 +9,7 @@ use dendrite::data::{
 };
 use dendrite::model::{InputKind, Preprocessing};
 use dendrite::nn::LayerSpec;
-use dendrite::train::TrainConfig;
+use dendrite::train::{CheckpointConfig, NonFiniteConfig, TrainConfig};
 use serde::Deserialize;
 
 /// A whole training config.
@@ -22,6 +22,12 @@ pub struct Config {
     pub model: ModelConfig,
     /// The training settings.
     pub training: TrainConfig,
+    /// `[training.checkpoint]`, which [`Config::load`] takes out of `[training]`.
+    #[serde(skip)]
+    pub checkpoint: Option<CheckpointConfig>,
+    /// `[training.non_finite]`, which [`Config::load`] takes out of `[training]`.
+    #[serde(skip)]
+    pub non_finite: NonFiniteConfig,
 }
 
 /// The `[model]` table.
@@ -101,8 +107,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        let mut config: Config =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!(toml_error(path, &text, &e)))?;
+        let (mut config, checkpoint, non_finite) = crate::fault_config::parse(path, &text)?;
+        config.checkpoint = checkpoint;
+        config.non_finite = non_finite;
         let base = path.parent().unwrap_or(Path::new(""));
         config.data.resolve_paths(base);
         config
