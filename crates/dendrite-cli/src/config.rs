@@ -9,7 +9,7 @@ use dendrite::data::{
 };
 use dendrite::model::{InputKind, Preprocessing};
 use dendrite::nn::LayerSpec;
-use dendrite::train::TrainConfig;
+use dendrite::train::{CheckpointConfig, NonFiniteConfig, TrainConfig};
 use serde::Deserialize;
 
 /// A whole training config.
@@ -30,6 +30,12 @@ pub struct Config {
         reason = "only accepted here; dendrite tune reads the table"
     )]
     pub search: Option<toml::Table>,
+    /// `[training.checkpoint]`, which [`Config::load`] takes out of `[training]`.
+    #[serde(skip)]
+    pub checkpoint: Option<CheckpointConfig>,
+    /// `[training.non_finite]`, which [`Config::load`] takes out of `[training]`.
+    #[serde(skip)]
+    pub non_finite: NonFiniteConfig,
 }
 
 /// The `[model]` table.
@@ -109,24 +115,21 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        let config: Config =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!(toml_error(path, &text, &e)))?;
+        let (mut config, checkpoint, non_finite) = crate::fault_config::parse(path, &text)?;
+        config.checkpoint = checkpoint;
+        config.non_finite = non_finite;
         config.finish(path)
     }
 
     /// Reads a config from a parsed TOML table, as if it were the file at `path` (relative
     /// data paths are resolved against its folder). Errors name the key but not the line.
     pub fn from_table(path: &Path, table: toml::Table) -> Result<Self> {
-        let config: Config =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    anyhow::anyhow!(
-                        "{}: {}",
-                        path.display(),
-                        e.message().trim().replace('\n', " ")
-                    )
-                })?;
+        // The checkpoint and non-finite tables are taken out of `[training]` as for a file.
+        let text =
+            toml::to_string(&table).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let (mut config, checkpoint, non_finite) = crate::fault_config::parse(path, &text)?;
+        config.checkpoint = checkpoint;
+        config.non_finite = non_finite;
         config.finish(path)
     }
 

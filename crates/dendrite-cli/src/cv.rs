@@ -81,6 +81,7 @@ pub fn run(config_path: &Path, folds: usize, json: Option<&Path>) -> Result<()> 
 
         let options = FitOptions {
             class_weights: prepared.class_weights.clone(),
+            ..FitOptions::default()
         };
         train::fit_with(
             &mut model,

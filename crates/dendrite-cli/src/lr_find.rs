@@ -27,6 +27,7 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, settings: RangeTest) -> Res
     .with_context(|| format!("{}: [model]", config_path.display()))?;
     let options = FitOptions {
         class_weights: prepared.class_weights.clone(),
+        ..FitOptions::default()
     };
     let result = train::lr_range_test(
         &mut model,

@@ -1,11 +1,13 @@
 //! The `dendrite` command: train, cross-validate, tune, evaluate and predict from a TOML
 //! config.
 //!
-//! Exit codes: 0 on success, 1 when training stops on a NaN or infinite value, 2 for any
-//! other error (bad config, bad data, unreadable files).
+//! Exit codes: 0 on success, 1 when training stops on a NaN or infinite value, 130 when
+//! Ctrl-C stopped training (after writing a checkpoint), 2 for any other error (bad config,
+//! bad data, unreadable files).
 
 mod config;
 mod cv;
+mod fault_config;
 mod forecast;
 mod html_report;
 mod infer;
@@ -14,6 +16,7 @@ mod lr_find;
 mod plots;
 mod preprocess;
 mod report;
+mod resume;
 mod run_files;
 mod runlog;
 mod train;
@@ -161,6 +164,15 @@ CONFIG KEYS (TOML). Relative paths are resolved against the folder of the config
                     original size
   horizontal_flip   mirror left to right with probability 1/2
   max_shift         random translation of up to this many pixels along each axis
+[training.checkpoint]  checkpoints in OUT/checkpoints for --resume (train only)
+  every_steps       write one every N optimizer steps
+  every_epochs      write one every N epochs (default 1 when neither key is set)
+  keep              the number of newest checkpoints kept (default 3)
+[training.non_finite]  what a NaN or infinite loss or gradient does (train only)
+  policy            \"stop\" (default), \"skip\" the batch, or \"rollback\" to the start of
+                    the epoch and train it again with a lower learning rate
+  learning_rate_factor  rollback divides the learning rate by this (default 10)
+  max_rollbacks     the most rollbacks before training stops (default 3)
 ";
 
 const SEARCH_HELP: &str = "\
@@ -216,7 +228,8 @@ enum Command {
     /// Train the model a config describes and write it with its metrics.
     ///
     /// Writes into the output folder: model.safetensors and model.json (the trained model),
-    /// metrics.jsonl (one JSON line per epoch), steps.jsonl (gradient norms every 10 steps),
+    /// metrics.jsonl (one JSON line per epoch), timing.jsonl (seconds per epoch),
+    /// checkpoints/ (with checkpoints configured, or on Ctrl-C), steps.jsonl (gradient norms every 10 steps),
     /// summary.json (the final metrics of the train, validation and test splits), run.json
     /// (config, data summary, timing), the charts in plots/ and report.html. The test split
     /// is evaluated once, at the end.
@@ -234,6 +247,19 @@ enum Command {
         /// the tensorboard/ folder of the output folder.
         #[arg(long)]
         tensorboard: bool,
+        /// Continue a run from the newest valid checkpoint in DIR: a run folder, its
+        /// checkpoints/ folder or one checkpoint folder. Damaged checkpoints are skipped with a
+        /// warning. Use the config, data and --threads of the interrupted run.
+        #[arg(long, value_name = "DIR")]
+        resume: Option<PathBuf>,
+        /// Write a checkpoint to OUT/checkpoints every N optimizer steps (replaces
+        /// [training.checkpoint]).
+        #[arg(long, value_name = "N")]
+        checkpoint_every_steps: Option<u64>,
+        /// Write a checkpoint to OUT/checkpoints every N epochs (replaces
+        /// [training.checkpoint]).
+        #[arg(long, value_name = "N")]
+        checkpoint_every_epochs: Option<usize>,
     },
     /// Rebuild report.html and the charts of a run folder from its files.
     Report {
@@ -404,7 +430,22 @@ fn main() -> ExitCode {
             out,
             quiet,
             tensorboard,
-        } => train::run(&config, out, quiet, tensorboard),
+            resume,
+            checkpoint_every_steps,
+            checkpoint_every_epochs,
+        } => train::run(
+            &config,
+            out,
+            quiet,
+            tensorboard,
+            train::Recovery {
+                resume,
+                checkpoint_flags: resume::CheckpointFlags {
+                    every_steps: checkpoint_every_steps,
+                    every_epochs: checkpoint_every_epochs,
+                },
+            },
+        ),
         Command::Report { run_dir } => html_report::run(&run_dir),
         Command::Inspect { model } => inspect::run(&model),
         Command::Cv {
@@ -463,8 +504,18 @@ fn main() -> ExitCode {
                     Some(dendrite::Error::NonFinite { .. })
                 )
             });
+            let interrupted = error.chain().any(|e| {
+                matches!(
+                    e.downcast_ref::<dendrite::Error>(),
+                    Some(dendrite::Error::Interrupted { .. })
+                )
+            });
             eprintln!("error: {}", one_line(&error));
-            ExitCode::from(if non_finite { 1 } else { 2 })
+            ExitCode::from(match (non_finite, interrupted) {
+                (true, _) => 1,
+                (_, true) => 130,
+                _ => 2,
+            })
         }
     }
 }

@@ -41,6 +41,22 @@ impl RunLog {
         }
     }
 
+    /// Makes the run append to an existing `steps.jsonl`, as a resumed run does.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`dendrite::Error::Io`] if the file cannot be opened.
+    pub fn append_to_steps(&mut self) -> dendrite::Result<()> {
+        let path = self.dir.join(STEPS_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| dendrite::Error::io(&path, e))?;
+        self.steps = Some(BufWriter::new(file));
+        Ok(())
+    }
+
     /// Records one step: a line in `steps.jsonl` when it carries gradient norms, and the
     /// batch loss in TensorBoard.
     pub fn on_step_end(&mut self, record: &StepRecord) {

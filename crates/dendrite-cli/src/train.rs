@@ -15,11 +15,18 @@ use serde_json::{Map, Value};
 
 use crate::config::{Config, ModelConfig, PreparedData, name_config};
 use crate::html_report;
+use crate::resume::{self, CheckpointFlags};
 use crate::run_files::{self, DataSummary, RunInfo, Timing};
 use crate::runlog::{GRADIENT_NORM_INTERVAL, RunLog};
 
-/// Runs `dendrite train CONFIG [--out DIR] [--tensorboard]`.
-pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool, tensorboard: bool) -> Result<()> {
+/// Runs `dendrite train CONFIG [--out DIR] [--tensorboard] [--resume DIR]`.
+pub fn run(
+    config_path: &Path,
+    out: Option<PathBuf>,
+    quiet: bool,
+    tensorboard: bool,
+    recovery: Recovery,
+) -> Result<()> {
     let started = Instant::now();
     let config = Config::load(config_path)?;
     if let crate::config::DataConfig::Series(series) = &config.data {
@@ -92,6 +99,18 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool, tensorboard: b
         model.params().numel()
     );
 
+    let checkpoints = resume::checkpoint_options(
+        &out_dir,
+        config.checkpoint.as_ref(),
+        recovery.checkpoint_flags,
+    )
+    .with_context(|| format!("{}: [training.checkpoint]", config_path.display()))?;
+    let resume_from = match &recovery.resume {
+        Some(dir) => Some(resume::find_checkpoint(dir)?),
+        None => None,
+    };
+    let interrupt = resume::interrupt_flag()?;
+
     let mut progress = Progress {
         out_dir: &out_dir,
         bar: None,
@@ -103,8 +122,24 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool, tensorboard: b
         epochs: config.training.epochs,
         log: RunLog::new(&out_dir, tensorboard),
     };
+    if let Some(checkpoint) = &resume_from {
+        println!(
+            "resuming from {} (epoch {}, step {})",
+            checkpoint.path.display(),
+            checkpoint.state.epoch,
+            checkpoint.state.steps
+        );
+        progress.metrics = Some(resume::rewind_logs(&out_dir, checkpoint)?);
+        progress.log.append_to_steps()?;
+    }
     let training_started = Instant::now();
-    let options = FitOptions { class_weights };
+    let options = FitOptions {
+        class_weights,
+        checkpoints: Some(checkpoints),
+        non_finite: config.non_finite,
+        resume: resume_from,
+        interrupt: Some(interrupt),
+    };
     let fitted = train::fit_with(
         &mut model,
         &train_set,
@@ -126,6 +161,13 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, quiet: bool, tensorboard: b
                 "training stopped; the last good model is in {}",
                 out_dir.display()
             )));
+        }
+        Err(error @ dendrite::Error::Interrupted { .. }) => {
+            let dendrite::Error::Interrupted { checkpoint, .. } = &error else {
+                unreachable!("matched above");
+            };
+            let hint = resume::resume_hint(config_path, &out_dir, checkpoint.as_ref());
+            return Err(anyhow::Error::new(error).context(hint));
         }
         Err(error) => return Err(error.into()),
     };
@@ -272,6 +314,15 @@ fn print_final(split: &str, evaluation: &Evaluation) {
     println!("{split}: {}", metrics.join(", "));
 }
 
+/// The fault-tolerance settings of `dendrite train` given on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// The folder to resume from.
+    pub resume: Option<PathBuf>,
+    /// Checkpoint intervals that replace those of the config.
+    pub checkpoint_flags: CheckpointFlags,
+}
+
 /// How often the model is written to disk during training.
 const SAVE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -366,11 +417,12 @@ impl Callback for Progress<'_> {
             self.metrics = Some(BufWriter::new(file));
         }
         if let Some(metrics) = &mut self.metrics {
-            let line = serde_json::to_string(record).expect("epoch record serializes");
+            let line = resume::metrics_line(record);
             writeln!(metrics, "{line}")
                 .and_then(|()| metrics.flush())
                 .map_err(|e| dendrite::Error::io(&metrics_path, e))?;
         }
+        resume::append_timing(self.out_dir, record)?;
 
         // The model on disk follows training at most every few seconds; the final model is
         // written after training either way.

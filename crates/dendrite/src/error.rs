@@ -43,6 +43,20 @@ pub enum Error {
         learning_rate: f32,
     },
 
+    /// Training stopped on request (Ctrl-C) after finishing a step.
+    #[error(
+        "training interrupted after step {step} of epoch {epoch}{}",
+        match checkpoint {
+            Some(path) => format!("; the checkpoint {} holds the run", path.display()),
+            None => String::new(),
+        }
+    )]
+    Interrupted {
+        epoch: usize,
+        step: u64,
+        checkpoint: Option<PathBuf>,
+    },
+
     /// A saved model cannot be loaded.
     #[error("{path}: invalid model file: {message}")]
     InvalidModel { path: PathBuf, message: String },

@@ -378,6 +378,7 @@ fn train_and_validate(
     )?;
     let options = FitOptions {
         class_weights: data.class_weights.clone(),
+        ..FitOptions::default()
     };
     train::fit_with(
         &mut model,

@@ -170,7 +170,13 @@ pub fn finish(
     } else {
         println!("\nretraining the best config and evaluating it once on the test split");
         let run_dir = out_dir.join("best");
-        crate::train::run(&best_path, Some(run_dir.clone()), true, false)?;
+        crate::train::run(
+            &best_path,
+            Some(run_dir.clone()),
+            true,
+            false,
+            crate::train::Recovery::default(),
+        )?;
         let summary: Value = serde_json::from_slice(
             &std::fs::read(run_dir.join("summary.json")).context("cannot read summary.json")?,
         )?;

@@ -208,6 +208,12 @@ impl Workspace {
         }
     }
 
+    /// Restarts the dropout masks from `seed`, keeping the buffers. The masks drawn next are
+    /// those of a new workspace created with [`Workspace::with_seed`].
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = Rng::new(seed);
+    }
+
     /// The gradient of parameter `id` from the last [`Graph::backward`].
     ///
     /// # Panics

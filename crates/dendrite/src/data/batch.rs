@@ -68,6 +68,43 @@ impl Batches {
         }
     }
 
+    /// Returns the row order of the current epoch.
+    pub fn order(&self) -> &[usize] {
+        &self.order
+    }
+
+    /// Replaces the row order of the current epoch, as a resumed run does with the order its
+    /// checkpoint stored.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::InvalidConfig`] if `order` is not a permutation of `0..num_rows`.
+    pub fn set_order(&mut self, order: Vec<usize>) -> Result<()> {
+        let mut seen = vec![false; self.order.len()];
+        let valid = order.len() == self.order.len()
+            && order
+                .iter()
+                .all(|&row| row < seen.len() && !std::mem::replace(&mut seen[row], true));
+        if !valid {
+            return Err(Error::InvalidConfig(format!(
+                "the stored row order is not a permutation of the {} training rows",
+                self.order.len()
+            )));
+        }
+        self.order = order;
+        Ok(())
+    }
+
+    /// Returns batch `index` of the current epoch as row indices.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `index >= self.num_batches()`.
+    pub fn batch(&self, index: usize) -> &[usize] {
+        let start = index * self.batch_size;
+        &self.order[start..(start + self.batch_size).min(self.order.len())]
+    }
+
     /// Returns the number of rows per full batch.
     pub fn batch_size(&self) -> usize {
         self.batch_size

@@ -235,6 +235,37 @@ impl Optimizer {
         self.learning_rate = learning_rate;
     }
 
+    /// Returns the per-parameter state (momentum buffers or first moments, and second
+    /// moments) and the step count, for checkpoints. The moment lists are empty before the
+    /// first step.
+    pub fn state(&self) -> (&[Vec<f32>], &[Vec<f32>], u64) {
+        (&self.first, &self.second, self.steps)
+    }
+
+    /// Puts back a state returned by [`Optimizer::state`].
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::InvalidConfig`] if the two moment lists differ in length or shape.
+    pub fn restore_state(
+        &mut self,
+        first: Vec<Vec<f32>>,
+        second: Vec<Vec<f32>>,
+        steps: u64,
+    ) -> Result<()> {
+        let same_shape = first.len() == second.len()
+            && first.iter().zip(&second).all(|(m, v)| m.len() == v.len());
+        if !same_shape {
+            return Err(Error::InvalidConfig(
+                "the stored optimizer moments do not match each other".into(),
+            ));
+        }
+        self.first = first;
+        self.second = second;
+        self.steps = steps;
+        Ok(())
+    }
+
     /// The number of steps taken.
     pub fn steps(&self) -> u64 {
         self.steps

@@ -1,31 +1,42 @@
 //! The training loop: minibatch gradient descent with validation, early stopping and a guard
 //! against NaN and infinite values.
 
+pub mod checkpoint;
 mod lr_find;
 mod metrics;
+mod recovery;
+mod resume;
 mod step;
 mod steps;
 
 pub use lr_find::{RangePoint, RangeTest, RangeTestResult, lr_range_test};
 
+pub use checkpoint::{Checkpoint, CheckpointConfig, CheckpointOptions};
 pub use metrics::{
     BinaryDecision, ClassMetrics, ClassificationMetrics, Evaluation, FoldSummary,
     RegressionMetrics, class_probabilities, classification_metrics, classify, decide_classes,
     evaluate, evaluate_with, mean_regression_metrics, predicted_classes, regression_metrics,
     roc_auc, summarize_folds,
 };
+pub use recovery::{NonFiniteConfig, NonFinitePolicy};
 pub use steps::StepRecord;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Augment, Batches, Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::nn::{Loss, Sequential};
+use crate::nn::{LayerSpec, Loss, Sequential};
 use crate::optim::{LearningRate, Optimizer, OptimizerConfig, Schedule};
 use crate::rng::Rng;
+use resume::{
+    CheckpointParts, EpochTotals, Position, RunCounters, first_non_finite_gradient, resume,
+    write_checkpoint,
+};
 use step::StepRunner;
 
 /// Training settings, as written under `[training]` in a config.
@@ -140,7 +151,7 @@ impl TrainConfig {
 }
 
 /// The metrics and timing of one epoch.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// The epoch number, from 1.
     pub epoch: usize,
@@ -153,7 +164,7 @@ pub struct EpochRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_accuracy: Option<f64>,
     /// Every validation metric (see [`Evaluation::metrics`]), if there is a validation set.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub val_metrics: BTreeMap<String, f64>,
     /// The learning rate of the epoch's last step.
     pub learning_rate: f32,
@@ -170,6 +181,10 @@ pub struct EpochRecord {
     /// set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_gradient_norm: Option<f64>,
+    /// Batches of this epoch that the `skip` policy left out because of a NaN or infinite
+    /// value, when that policy is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_steps: Option<usize>,
 }
 
 /// Hooks the training loop calls, for progress bars, logs and saving.
@@ -222,11 +237,22 @@ pub struct History {
 
 /// Settings of a training run that come from the data rather than the config's
 /// `[training]` table.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct FitOptions {
     /// The weight of each class in the training loss, indexed by class (see
     /// [`crate::data::ClassWeights::resolve`]). Validation losses are not weighted.
     pub class_weights: Option<Vec<f32>>,
+    /// Where and how often to write checkpoints. `None` writes none, not even on interrupt.
+    pub checkpoints: Option<CheckpointOptions>,
+    /// What to do when the loss or a gradient becomes NaN or infinite (default: stop).
+    pub non_finite: NonFiniteConfig,
+    /// A checkpoint to continue from (see [`checkpoint::latest`]). The model must have the
+    /// architecture the checkpoint was written with, and the training set the same rows.
+    pub resume: Option<Checkpoint>,
+    /// A flag that, once set (by a Ctrl-C handler, for example), makes training finish the
+    /// current step, write a checkpoint if [`FitOptions::checkpoints`] is set, and return
+    /// [`Error::Interrupted`].
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// Trains `model` on `train` with minibatch gradient descent, validating on `validation`
@@ -273,6 +299,10 @@ pub fn fit_with(
     callback: &mut dyn Callback,
 ) -> Result<History> {
     config.validate()?;
+    options.non_finite.validate()?;
+    if let Some(target) = &options.checkpoints {
+        target.config.validate()?;
+    }
     if let Some(weights) = &options.class_weights {
         check_class_weights(train, config.loss, weights)?;
     }
@@ -318,13 +348,18 @@ pub fn fit_with(
         config.epochs,
     );
     let mut batches = Batches::new(train.len(), batch_size, config.shuffle)?;
+    let num_batches = batches.num_batches();
     let mut rng = Rng::for_stream(config.seed, SHUFFLE_STREAM);
     let dropout_seed = Rng::for_stream(config.seed, DROPOUT_STREAM).next_u64();
-    let mut runner = StepRunner::new(
-        rayon::current_num_threads(),
-        dropout_seed,
-        train.feature_shape(),
-    );
+    let threads = rayon::current_num_threads();
+    let mut runner = StepRunner::new(threads, dropout_seed, train.feature_shape());
+    if model
+        .specs()
+        .iter()
+        .any(|spec| matches!(spec, LayerSpec::Dropout { .. }))
+    {
+        runner.reseed_dropout_per_step(dropout_seed);
+    }
     if let Some(weights) = &options.class_weights {
         runner.set_class_weights(weights.clone());
     }
@@ -333,81 +368,257 @@ pub fn fit_with(
         let augment_seed = Rng::for_stream(config.seed, AUGMENT_STREAM).next_u64();
         runner.set_augment(config.augment.clone(), image_shape, augment_seed);
     }
+    let policy = options.non_finite;
+    let checkpoint_config = options
+        .checkpoints
+        .as_ref()
+        .map(|target| target.config.clone())
+        .unwrap_or_default();
+    let interrupted = || {
+        options
+            .interrupt
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::SeqCst))
+    };
 
     // Snapshots keep the whole model, so that the running statistics of batch normalization
     // are put back together with the weights.
-    let mut last_good: Sequential = model.clone();
     let mut best: Option<(f64, Sequential)> = None;
-    let mut epochs_without_improvement = 0;
+    let mut counters = RunCounters {
+        learning_rate_scale: 1.0,
+        rollbacks: 0,
+        epochs_without_improvement: 0,
+    };
+    let mut start_epoch = 1;
+    let mut resume_within_epoch = None;
+    if let Some(checkpoint) = &options.resume {
+        let resumed = resume(
+            checkpoint,
+            model,
+            &mut optimizer,
+            &mut batches,
+            &mut runner,
+            train.len(),
+        )?;
+        rng = resumed.shuffle_rng;
+        let state = &checkpoint.state;
+        if state.threads != threads {
+            let message = format!(
+                "the checkpoint was written with {} threads and this run has {threads}; the \
+                 results differ from an uninterrupted run in the last bits",
+                state.threads
+            );
+            callback.on_warning(&message);
+            history.warnings.push(message);
+        }
+        history.epochs = state.history.clone();
+        best = resumed.best;
+        history.best_epoch = state.best.map(|(_, epoch)| epoch);
+        counters = RunCounters {
+            learning_rate_scale: state.learning_rate_scale,
+            rollbacks: state.rollbacks,
+            epochs_without_improvement: state.epochs_without_improvement,
+        };
+        if state.batches_done >= state.num_batches {
+            start_epoch = state.epoch + 1;
+        } else {
+            start_epoch = state.epoch;
+            resume_within_epoch = Some((
+                state.batches_done,
+                EpochTotals {
+                    loss_sum: state.epoch_loss_sum,
+                    clipped_steps: state.epoch_clipped_steps,
+                    max_gradient_norm: state.epoch_max_gradient_norm,
+                    skipped_steps: state.epoch_skipped_steps,
+                },
+            ));
+        }
+        if let Some(stopping) = config.early_stopping
+            && counters.epochs_without_improvement >= stopping.patience
+        {
+            start_epoch = config.epochs + 1;
+        }
+    }
+    let mut last_good: Sequential = model.clone();
 
-    for epoch in 1..=config.epochs {
-        let started = Instant::now();
-        callback.on_epoch_begin(epoch, batches.num_batches());
-        let mut loss_sum = 0.0f64;
-        let mut clipped_steps = 0;
-        let mut max_gradient_norm = 0.0f64;
+    for epoch in start_epoch..=config.epochs {
+        let (first_batch, totals_at_start) = match resume_within_epoch.take() {
+            Some(position) => position,
+            None => {
+                batches.epoch(&mut rng);
+                (0, EpochTotals::default())
+            }
+        };
+        // The state a rollback returns to: the start of the epoch, or the resumed position.
+        let rollback_point = (policy.policy == NonFinitePolicy::Rollback)
+            .then(|| (model.clone(), optimizer.clone(), runner.augment_states()));
 
-        let num_batches = batches.num_batches();
-        for (step_in_epoch, batch) in batches.epoch(&mut rng).enumerate() {
-            let progress = (epoch - 1) as f64 + step_in_epoch as f64 / num_batches as f64;
-            optimizer.set_learning_rate(learning_rate.at(progress));
-            let loss = runner.run(model, train, batch, config.loss);
-            // A non-finite loss skips the backward pass; a non-finite gradient is found by the
-            // optimizer, which then leaves those chunks alone. Either way the weights of the
-            // last finished epoch are put back.
-            let bad_gradient = if loss.is_finite() {
-                let gradients = runner.gradients();
-                clip_weights.clear();
-                clip_weights.extend_from_slice(runner.weights());
-                if let Some(limit) = config.clip_norm {
-                    // Scaling each shard's weight scales the combined gradient.
-                    let norm = global_norm(&gradients, runner.weights());
-                    if norm.is_finite() {
-                        max_gradient_norm = max_gradient_norm.max(norm);
+        let (totals, train_seconds, started) = loop {
+            let started = Instant::now();
+            callback.on_epoch_begin(epoch, num_batches);
+            let mut totals = totals_at_start;
+            let mut failure = None;
+
+            for step_in_epoch in first_batch..num_batches {
+                let batch = batches.batch(step_in_epoch);
+                let progress = (epoch - 1) as f64 + step_in_epoch as f64 / num_batches as f64;
+                optimizer
+                    .set_learning_rate(learning_rate.at(progress) * counters.learning_rate_scale);
+                runner.begin_step(optimizer.steps() + 1);
+                let loss = runner.run(model, train, batch, config.loss);
+                // A non-finite loss skips the backward pass. With the stop policy, a
+                // non-finite gradient is found by the optimizer, which then leaves those
+                // chunks alone; the other policies check the gradients before any update.
+                let mut bad_gradient = None;
+                if loss.is_finite() {
+                    let gradients = runner.gradients();
+                    clip_weights.clear();
+                    clip_weights.extend_from_slice(runner.weights());
+                    if let Some(limit) = config.clip_norm {
+                        // Scaling each shard's weight scales the combined gradient.
+                        let norm = global_norm(&gradients, runner.weights());
+                        if norm.is_finite() {
+                            totals.max_gradient_norm = totals.max_gradient_norm.max(norm);
+                        }
+                        if norm > limit as f64 {
+                            totals.clipped_steps += 1;
+                            let scale = (limit as f64 / norm) as f32;
+                            clip_weights.iter_mut().for_each(|w| *w *= scale);
+                        }
                     }
-                    if norm > limit as f64 {
-                        clipped_steps += 1;
-                        let scale = (limit as f64 / norm) as f32;
-                        clip_weights.iter_mut().for_each(|w| *w *= scale);
+                    bad_gradient = if policy.policy == NonFinitePolicy::Stop {
+                        optimizer.step_weighted(model.params_mut(), &gradients, &clip_weights)
+                    } else {
+                        first_non_finite_gradient(&gradients).or_else(|| {
+                            optimizer.step_weighted(model.params_mut(), &gradients, &clip_weights)
+                        })
+                    };
+                }
+                if !loss.is_finite() || bad_gradient.is_some() {
+                    let bad_name = bad_gradient.map(|id| model.params().name(id).to_string());
+                    let what = recovery::locate(
+                        model,
+                        train,
+                        batch,
+                        loss.is_finite(),
+                        bad_name.as_deref(),
+                    );
+                    let step = optimizer.steps() + 1;
+                    let can_roll_back = policy.policy == NonFinitePolicy::Rollback
+                        && counters.rollbacks < policy.max_rollbacks;
+                    if policy.policy == NonFinitePolicy::Skip {
+                        totals.skipped_steps += 1;
+                        let message = format!(
+                            "non-finite {what} at epoch {epoch}, batch {}, step {step}; \
+                             skipping the batch",
+                            step_in_epoch + 1
+                        );
+                        callback.on_warning(&message);
+                        history.warnings.push(message);
+                        continue;
+                    }
+                    if can_roll_back {
+                        failure = Some((what, step_in_epoch + 1, step));
+                        break;
+                    }
+                    if policy.policy == NonFinitePolicy::Rollback {
+                        let message = format!(
+                            "non-finite {what} at epoch {epoch}, step {step} after {} \
+                             rollbacks, the maximum (training.non_finite.max_rollbacks)",
+                            counters.rollbacks
+                        );
+                        callback.on_warning(&message);
+                        history.warnings.push(message);
+                    }
+                    *model = last_good;
+                    return Err(Error::NonFinite {
+                        what: format!("{what} (optimizer step {step})"),
+                        epoch,
+                        step: step_in_epoch + 1,
+                        learning_rate: optimizer.learning_rate(),
+                    });
+                }
+                model.update_running_stats(&runner.batch_statistics());
+
+                totals.loss_sum += loss as f64 * batch.len() as f64;
+                callback.on_batch_end(batch.len(), loss);
+                let step = optimizer.steps();
+                let gradient_norms =
+                    if steps::wants_gradient_norms(step, callback.gradient_norm_interval()) {
+                        steps::gradient_norms(model.params(), &runner.gradients(), runner.weights())
+                    } else {
+                        BTreeMap::new()
+                    };
+                callback.on_step_end(&StepRecord {
+                    step,
+                    epoch,
+                    loss,
+                    learning_rate: optimizer.learning_rate(),
+                    gradient_norms,
+                });
+
+                // A checkpoint due at the last batch is written after validation instead.
+                let last_batch = step_in_epoch + 1 == num_batches;
+                let stop_now = interrupted();
+                if !last_batch && (checkpoint_config.due_after_step(step) || stop_now) {
+                    let position = Position {
+                        epoch,
+                        batches_done: step_in_epoch + 1,
+                        totals,
+                    };
+                    let written = write_checkpoint(
+                        options,
+                        &position,
+                        &counters,
+                        &CheckpointParts {
+                            model,
+                            optimizer: &optimizer,
+                            batches: &batches,
+                            rng: &rng,
+                            runner: &runner,
+                            history: &history,
+                            best: best.as_ref(),
+                            seed: config.seed,
+                            threads,
+                            num_rows: train.len(),
+                        },
+                    )?;
+                    if stop_now {
+                        return Err(Error::Interrupted {
+                            epoch,
+                            step,
+                            checkpoint: written,
+                        });
                     }
                 }
-                optimizer.step_weighted(model.params_mut(), &gradients, &clip_weights)
-            } else {
-                None
-            };
-            if !loss.is_finite() || bad_gradient.is_some() {
-                let what = match bad_gradient {
-                    Some(id) => format!("gradient of {}", model.params().name(id)),
-                    None => format!("training loss ({loss})"),
-                };
-                *model = last_good;
-                return Err(Error::NonFinite {
-                    what,
-                    epoch,
-                    step: step_in_epoch + 1,
-                    learning_rate: optimizer.learning_rate(),
-                });
             }
-            model.update_running_stats(&runner.batch_statistics());
 
-            loss_sum += loss as f64 * batch.len() as f64;
-            callback.on_batch_end(batch.len(), loss);
-            let step = optimizer.steps();
-            let gradient_norms =
-                if steps::wants_gradient_norms(step, callback.gradient_norm_interval()) {
-                    steps::gradient_norms(model.params(), &runner.gradients(), runner.weights())
-                } else {
-                    BTreeMap::new()
-                };
-            callback.on_step_end(&StepRecord {
-                step,
-                epoch,
-                loss,
-                learning_rate: optimizer.learning_rate(),
-                gradient_norms,
-            });
-        }
-        let train_seconds = started.elapsed().as_secs_f64();
+            let Some((what, batch_number, step)) = failure else {
+                break (totals, started.elapsed().as_secs_f64(), started);
+            };
+            let Some((snapshot_model, snapshot_optimizer, augment_states)) = &rollback_point else {
+                unreachable!("a rollback failure needs the rollback policy");
+            };
+            model.clone_from(snapshot_model);
+            optimizer = snapshot_optimizer.clone();
+            runner.restore_augment_states(augment_states);
+            counters.rollbacks += 1;
+            counters.learning_rate_scale /= policy.learning_rate_factor;
+            let new_rate = learning_rate
+                .at((epoch - 1) as f64 + first_batch as f64 / num_batches as f64)
+                * counters.learning_rate_scale;
+            let message = format!(
+                "rollback {} of {}: non-finite {what} at epoch {epoch}, batch {batch_number}, \
+                 step {step}; training epoch {epoch} again from batch {} with the learning \
+                 rate divided by {} (now {new_rate})",
+                counters.rollbacks,
+                policy.max_rollbacks,
+                first_batch + 1,
+                policy.learning_rate_factor
+            );
+            callback.on_warning(&message);
+            history.warnings.push(message);
+        };
 
         let evaluation = validation.map(|v| evaluate(model, v, config.loss, batch_size.max(256)));
         if evaluation.as_ref().is_some_and(|e| !e.loss.is_finite()) {
@@ -415,7 +626,7 @@ pub fn fit_with(
             return Err(Error::NonFinite {
                 what: "validation loss".into(),
                 epoch,
-                step: batches.num_batches(),
+                step: num_batches,
                 learning_rate: optimizer.learning_rate(),
             });
         }
@@ -426,7 +637,7 @@ pub fn fit_with(
 
         let record = EpochRecord {
             epoch,
-            train_loss: loss_sum / train.len() as f64,
+            train_loss: totals.loss_sum / train.len() as f64,
             val_loss: evaluation.as_ref().map(|e| e.loss),
             val_accuracy: evaluation.as_ref().and_then(Evaluation::accuracy),
             val_metrics: evaluation
@@ -437,13 +648,15 @@ pub fn fit_with(
             steps: optimizer.steps(),
             samples_per_second: train.len() as f64 / train_seconds.max(1e-9),
             seconds: started.elapsed().as_secs_f64(),
-            clipped_steps: config.clip_norm.map(|_| clipped_steps),
-            max_gradient_norm: config.clip_norm.map(|_| max_gradient_norm),
+            clipped_steps: config.clip_norm.map(|_| totals.clipped_steps),
+            max_gradient_norm: config.clip_norm.map(|_| totals.max_gradient_norm),
+            skipped_steps: (policy.policy == NonFinitePolicy::Skip).then_some(totals.skipped_steps),
         };
         history.epochs.push(record.clone());
         callback.on_epoch_end(&record, model)?;
 
         // Early stopping watches the validation loss; without a validation set it is off.
+        let mut stop_early = false;
         if let (Some(stopping), Some(val_loss)) = (config.early_stopping, record.val_loss) {
             let improved = best
                 .as_ref()
@@ -451,14 +664,53 @@ pub fn fit_with(
             if improved {
                 best = Some((val_loss, model.clone()));
                 history.best_epoch = Some(epoch);
-                epochs_without_improvement = 0;
+                counters.epochs_without_improvement = 0;
             } else {
-                epochs_without_improvement += 1;
-                if epochs_without_improvement >= stopping.patience {
+                counters.epochs_without_improvement += 1;
+                if counters.epochs_without_improvement >= stopping.patience {
                     history.stopped_early = epoch < config.epochs;
-                    break;
+                    stop_early = true;
                 }
             }
+        }
+
+        let stop_now = interrupted();
+        let step_checkpoint_due = (optimizer.steps().saturating_sub(num_batches as u64) + 1
+            ..=optimizer.steps())
+            .any(|step| checkpoint_config.due_after_step(step));
+        if checkpoint_config.due_after_epoch(epoch) || step_checkpoint_due || stop_now {
+            let position = Position {
+                epoch,
+                batches_done: num_batches,
+                totals,
+            };
+            let written = write_checkpoint(
+                options,
+                &position,
+                &counters,
+                &CheckpointParts {
+                    model,
+                    optimizer: &optimizer,
+                    batches: &batches,
+                    rng: &rng,
+                    runner: &runner,
+                    history: &history,
+                    best: best.as_ref(),
+                    seed: config.seed,
+                    threads,
+                    num_rows: train.len(),
+                },
+            )?;
+            if stop_now && epoch < config.epochs && !stop_early {
+                return Err(Error::Interrupted {
+                    epoch,
+                    step: optimizer.steps(),
+                    checkpoint: written,
+                });
+            }
+        }
+        if stop_early {
+            break;
         }
     }
 

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::autograd::{BatchStatistics, Workspace};
 use crate::data::{Augment, Dataset, Targets};
 use crate::nn::{Loss, Sequential, loss::BatchTargets};
-use crate::rng::Rng;
+use crate::rng::{Rng, RngState};
 use crate::tensor::single_threaded;
 
 /// The smallest shard worth a thread: smaller ones make the per-shard matrix multiplies
@@ -49,6 +49,8 @@ pub(crate) struct StepRunner {
     augment: Option<ImageAugment>,
     /// The weight of each class in the loss, if classes are weighted.
     class_weights: Option<Vec<f32>>,
+    /// The seed that per-step dropout seeds derive from, when the model has dropout.
+    dropout_seed: Option<u64>,
 }
 
 impl StepRunner {
@@ -81,7 +83,54 @@ impl StepRunner {
             used: 1,
             augment: None,
             class_weights: None,
+            dropout_seed: None,
         }
+    }
+
+    /// Draws dropout masks from a seed derived from `dropout_seed`, the optimizer step and
+    /// the shard, so that the masks of a step do not depend on the steps before it and a run
+    /// resumed from a checkpoint draws the same masks. Call [`StepRunner::begin_step`]
+    /// before each step.
+    pub(crate) fn reseed_dropout_per_step(&mut self, dropout_seed: u64) {
+        self.dropout_seed = Some(dropout_seed);
+    }
+
+    /// Prepares optimizer step `step` (counted from 1 over the whole run): with per-step
+    /// dropout seeds, each shard's workspace is reseeded for this step.
+    pub(crate) fn begin_step(&mut self, step: u64) {
+        let Some(dropout_seed) = self.dropout_seed else {
+            return;
+        };
+        let step_seed = Rng::for_stream(dropout_seed, step).next_u64();
+        for (i, shard) in self.shards.iter_mut().enumerate() {
+            let seed = Rng::for_stream(step_seed, i as u64).next_u64();
+            shard.workspace.reseed(seed);
+        }
+    }
+
+    /// Returns the position of each shard's augmentation generator, for checkpoints.
+    pub(crate) fn augment_states(&self) -> Vec<RngState> {
+        self.shards.iter().map(|s| s.rng.state()).collect()
+    }
+
+    /// Puts back generator positions returned by [`StepRunner::augment_states`]. Returns
+    /// `false`, changing nothing, if the count differs from the shard count or a state is
+    /// invalid.
+    pub(crate) fn restore_augment_states(&mut self, states: &[RngState]) -> bool {
+        if states.len() != self.shards.len() {
+            return false;
+        }
+        let Some(rngs) = states
+            .iter()
+            .map(Rng::from_state)
+            .collect::<Option<Vec<_>>>()
+        else {
+            return false;
+        };
+        for (shard, rng) in self.shards.iter_mut().zip(rngs) {
+            shard.rng = rng;
+        }
+        true
     }
 
     /// Weights each row's loss by the weight of its class (see [`Loss::record_weighted`]).

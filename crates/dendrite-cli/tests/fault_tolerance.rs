@@ -1,0 +1,645 @@
+//! Checkpoints, exact resume, interrupts, non-finite recovery and damaged checkpoints, run
+//! through the real `dendrite` binary.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TempDir, dendrite, fixture, toml_path};
+
+/// A 64-row CSV classifier with shuffling and dropout, trained with Adam: batch 8, seed 7.
+fn resume_config(dir: &TempDir, epochs: usize, train: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[data]
+format = "csv"
+train = "{train}"
+target = "label"
+task = "classification"
+
+[model]
+layers = [
+  {{ type = "dense", units = 16, activation = "relu" }},
+  {{ type = "dropout", rate = 0.2 }},
+  {{ type = "dense", units = 2 }},
+]
+
+[training]
+epochs = {epochs}
+batch_size = 8
+loss = "cross_entropy"
+seed = 7
+{extra}
+
+[training.optimizer]
+type = "adam"
+learning_rate = 0.01
+"#,
+        train = toml_path(train),
+    );
+    dir.write(&format!("config-{epochs}.toml"), text)
+}
+
+fn train_args(config: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--threads".to_string(),
+        "2".into(),
+        "train".into(),
+        config.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+        "--quiet".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn metric_epochs(out: &Path) -> Vec<u64> {
+    String::from_utf8(read(&out.join("metrics.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            value["epoch"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+fn checkpoint_dirs(out: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(out.join("checkpoints")) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("step-"))
+        })
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn resumed_run_matches_uninterrupted_run() {
+    let dir = TempDir::new("resume-c21");
+    let data = fixture("resume/train.csv");
+    let full = dir.join("full");
+    let config4 = resume_config(&dir, 4, &data, "");
+    dendrite(train_args(&config4, &full, &[])).assert_success();
+
+    // 2 epochs with a checkpoint each epoch, then the same run continued to 4 epochs.
+    let part = dir.join("part");
+    let config2 = resume_config(&dir, 2, &data, "");
+    dendrite(train_args(
+        &config2,
+        &part,
+        &["--checkpoint-every-epochs", "1"],
+    ))
+    .assert_success();
+    assert_eq!(metric_epochs(&part), [1, 2]);
+    let resumed = dendrite(train_args(
+        &config4,
+        &part,
+        &["--resume", part.to_str().unwrap()],
+    ));
+    resumed.assert_success();
+    assert!(
+        resumed.stdout.contains("resuming from"),
+        "stdout:\n{}",
+        resumed.stdout
+    );
+
+    assert_eq!(metric_epochs(&part), [1, 2, 3, 4]);
+    assert_eq!(
+        read(&full.join("metrics.jsonl")),
+        read(&part.join("metrics.jsonl")),
+        "metrics.jsonl differs between the uninterrupted and the resumed run"
+    );
+    assert_eq!(
+        read(&full.join("model.safetensors")),
+        read(&part.join("model.safetensors")),
+        "final weights differ between the uninterrupted and the resumed run"
+    );
+}
+
+#[test]
+fn mid_epoch_resume_is_bit_identical() {
+    let dir = TempDir::new("resume-mid-epoch");
+    let data = fixture("resume/train.csv");
+    let config = resume_config(&dir, 4, &data, "");
+    let full = dir.join("full");
+    dendrite(train_args(&config, &full, &[])).assert_success();
+
+    // Checkpoints every 3 steps fall inside the 8-batch epochs. Resume from the one at step
+    // 12, in the middle of epoch 2, after removing the newer ones.
+    let part = dir.join("part");
+    dendrite(train_args(
+        &config,
+        &part,
+        &["--checkpoint-every-steps", "3"],
+    ))
+    .assert_success();
+    let dirs = checkpoint_dirs(&part);
+    assert_eq!(dirs.len(), 3, "keep = 3 checkpoints: {dirs:?}");
+    fs::remove_dir_all(part.join("checkpoints")).unwrap();
+    let config_short = resume_config(&dir, 2, &data, "");
+    let short = dir.join("short");
+    // A 2-epoch run stops after step 16; its checkpoint at step 12 is inside epoch 2.
+    dendrite(train_args(
+        &config_short,
+        &short,
+        &["--checkpoint-every-steps", "3"],
+    ))
+    .assert_success();
+    let step12 = short.join("checkpoints/step-0000000012");
+    let state: serde_json::Value =
+        serde_json::from_slice(&read(&step12.join("state.json"))).unwrap();
+    assert_eq!(state["epoch"], 2);
+    assert_eq!(state["batches_done"], 4);
+
+    let resumed = dendrite(train_args(
+        &config,
+        &short,
+        &["--resume", step12.to_str().unwrap()],
+    ));
+    resumed.assert_success();
+    assert_eq!(
+        read(&full.join("model.safetensors")),
+        read(&short.join("model.safetensors"))
+    );
+    assert_eq!(
+        read(&full.join("metrics.jsonl")),
+        read(&short.join("metrics.jsonl"))
+    );
+}
+
+#[test]
+fn two_runs_give_identical_metrics() {
+    let dir = TempDir::new("determinism");
+    let data = fixture("resume/train.csv");
+    let config = resume_config(&dir, 3, &data, "");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    dendrite(train_args(&config, &a, &[])).assert_success();
+    dendrite(train_args(&config, &b, &[])).assert_success();
+    assert_eq!(
+        read(&a.join("metrics.jsonl")),
+        read(&b.join("metrics.jsonl"))
+    );
+    assert_eq!(
+        read(&a.join("model.safetensors")),
+        read(&b.join("model.safetensors"))
+    );
+    let timing = String::from_utf8(read(&a.join("timing.jsonl"))).unwrap();
+    assert_eq!(timing.lines().count(), 3, "timing.jsonl:\n{timing}");
+}
+
+/// Writes a CSV of `rows` rows with 8 features and a class that depends on them.
+fn write_large_csv(dir: &TempDir, rows: usize) -> PathBuf {
+    let mut text = String::from("a,b,c,d,e,f,g,h,label\n");
+    let mut state = 12345u64;
+    for _ in 0..rows {
+        let mut values = Vec::new();
+        for _ in 0..8 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            values.push(((state >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0);
+        }
+        let label = usize::from(values[0] + values[1] * values[2] > 0.0);
+        let cells: Vec<String> = values.iter().map(|v| format!("{v:.4}")).collect();
+        text.push_str(&format!("{},{label}\n", cells.join(",")));
+    }
+    dir.write("large.csv", text)
+}
+
+/// Starts `dendrite ARGS` and waits until `ready` holds, then returns the child.
+fn start_and_wait(args: &[String], ready: impl Fn() -> bool) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dendrite"))
+        .args(args)
+        .current_dir(common::repo_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the dendrite binary starts");
+    let started = Instant::now();
+    while !ready() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("dendrite exited with {status} before the test could stop it");
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "timed out");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child
+}
+
+fn large_config(dir: &TempDir) -> PathBuf {
+    let data = write_large_csv(dir, 6000);
+    let text = format!(
+        r#"
+[data]
+format = "csv"
+train = "{train}"
+target = "label"
+task = "classification"
+validation_split = 0.1
+
+[model]
+layers = [
+  {{ type = "dense", units = 128, activation = "relu" }},
+  {{ type = "dropout", rate = 0.1 }},
+  {{ type = "dense", units = 2 }},
+]
+
+[training]
+epochs = 3
+batch_size = 4
+loss = "cross_entropy"
+seed = 3
+
+[training.optimizer]
+type = "sgd"
+learning_rate = 0.01
+momentum = 0.9
+"#,
+        train = toml_path(&data),
+    );
+    dir.write("large.toml", text)
+}
+
+#[test]
+fn sigkill_mid_epoch_then_resume_is_bit_identical() {
+    let dir = TempDir::new("sigkill");
+    let config = large_config(&dir);
+    let full = dir.join("full");
+    dendrite(train_args(&config, &full, &[])).assert_success();
+
+    let part = dir.join("part");
+    let args = train_args(&config, &part, &["--checkpoint-every-steps", "100"]);
+    let mut child = start_and_wait(&args, || checkpoint_dirs(&part).len() >= 2);
+    child.kill().expect("SIGKILL reaches the child");
+    let status = child.wait().unwrap();
+    assert!(
+        status.code().is_none(),
+        "the run ended on its own: {status}"
+    );
+    let newest = checkpoint_dirs(&part).pop().unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&read(&newest.join("state.json"))).unwrap();
+    assert!(
+        state["batches_done"].as_u64().unwrap() < state["num_batches"].as_u64().unwrap(),
+        "the newest checkpoint is not inside an epoch: {state}"
+    );
+
+    let resumed = dendrite(train_args(
+        &config,
+        &part,
+        &["--resume", part.to_str().unwrap()],
+    ));
+    resumed.assert_success();
+    assert_eq!(
+        read(&full.join("model.safetensors")),
+        read(&part.join("model.safetensors")),
+        "weights after SIGKILL and resume differ from the uninterrupted run"
+    );
+    assert_eq!(
+        read(&full.join("metrics.jsonl")),
+        read(&part.join("metrics.jsonl"))
+    );
+}
+
+#[test]
+fn sigint_writes_checkpoint_and_resume_hint() {
+    let dir = TempDir::new("sigint");
+    let config = large_config(&dir);
+    let full = dir.join("full");
+    dendrite(train_args(&config, &full, &[])).assert_success();
+
+    let part = dir.join("part");
+    let args = train_args(&config, &part, &["--checkpoint-every-steps", "200"]);
+    let child = start_and_wait(&args, || !checkpoint_dirs(&part).is_empty());
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "stderr:\n{stderr}");
+    assert!(stderr.contains("--resume"), "stderr:\n{stderr}");
+    assert!(stderr.contains("training interrupted"), "stderr:\n{stderr}");
+
+    let resumed = dendrite(train_args(
+        &config,
+        &part,
+        &["--resume", part.to_str().unwrap()],
+    ));
+    resumed.assert_success();
+    assert_eq!(
+        read(&full.join("model.safetensors")),
+        read(&part.join("model.safetensors"))
+    );
+}
+
+#[test]
+fn damaged_checkpoints_are_skipped_with_warning() {
+    let dir = TempDir::new("damaged");
+    let data = fixture("resume/train.csv");
+    let config = resume_config(&dir, 4, &data, "");
+    let full = dir.join("full");
+    dendrite(train_args(&config, &full, &[])).assert_success();
+
+    let part = dir.join("part");
+    let config2 = resume_config(&dir, 2, &data, "");
+    dendrite(train_args(
+        &config2,
+        &part,
+        &["--checkpoint-every-steps", "4"],
+    ))
+    .assert_success();
+    let dirs = checkpoint_dirs(&part);
+    assert_eq!(dirs.len(), 3);
+    // Flip one bit of the newest checkpoint's weights and truncate the second newest state.
+    let weights = dirs[2].join("model.safetensors");
+    let mut bytes = read(&weights);
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(&weights, bytes).unwrap();
+    let state = dirs[1].join("state.json");
+    let bytes = read(&state);
+    fs::write(&state, &bytes[..bytes.len() / 2]).unwrap();
+
+    let resumed = dendrite(train_args(
+        &config,
+        &part,
+        &["--resume", part.to_str().unwrap()],
+    ));
+    resumed.assert_success();
+    assert_eq!(
+        resumed
+            .stderr
+            .matches("skipping damaged checkpoint")
+            .count(),
+        2,
+        "stderr:\n{}",
+        resumed.stderr
+    );
+    assert!(
+        resumed.stderr.contains("checksum mismatch"),
+        "stderr:\n{}",
+        resumed.stderr
+    );
+    assert!(
+        resumed.stdout.contains("step 8)"),
+        "stdout:\n{}",
+        resumed.stdout
+    );
+    assert_eq!(
+        read(&full.join("model.safetensors")),
+        read(&part.join("model.safetensors"))
+    );
+}
+
+#[test]
+fn damaged_single_checkpoint_is_rejected() {
+    let dir = TempDir::new("damaged-one");
+    let data = fixture("resume/train.csv");
+    let config = resume_config(&dir, 1, &data, "");
+    let out = dir.join("run");
+    dendrite(train_args(
+        &config,
+        &out,
+        &["--checkpoint-every-epochs", "1"],
+    ))
+    .assert_success();
+    let checkpoint = checkpoint_dirs(&out).pop().unwrap();
+    let optimizer = checkpoint.join("optimizer.safetensors");
+    let bytes = read(&optimizer);
+    fs::write(&optimizer, &bytes[..bytes.len() - 3]).unwrap();
+
+    let run = dendrite(train_args(
+        &config,
+        &out,
+        &["--resume", checkpoint.to_str().unwrap()],
+    ));
+    assert_eq!(run.code, Some(2), "stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("checksum mismatch"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "stderr:\n{}", run.stderr);
+}
+
+#[test]
+fn rollback_recovers_from_too_high_learning_rate() {
+    let dir = TempDir::new("rollback");
+    let text = format!(
+        r#"
+[data]
+format = "csv"
+train = "{train}"
+target = "label"
+task = "regression"
+
+[model]
+layers = [
+  {{ type = "dense", units = 16, activation = "relu" }},
+  {{ type = "dense", units = 1 }},
+]
+
+[training]
+epochs = 5
+batch_size = 8
+loss = "mse"
+seed = 1
+
+[training.non_finite]
+policy = "rollback"
+learning_rate_factor = 10
+max_rollbacks = 8
+
+[training.optimizer]
+type = "sgd"
+learning_rate = 10000.0
+"#,
+        train = toml_path(&fixture("resume/train.csv")),
+    );
+    let config = dir.write("rollback.toml", text);
+    let out = dir.join("run");
+    let run = dendrite(train_args(&config, &out, &[]));
+    run.assert_success();
+    assert!(
+        run.stderr.contains("rollback 1 of 8"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("(now 1000)"), "stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("forward activation of layer") || run.stderr.contains("gradient of"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    let metrics = String::from_utf8(read(&out.join("metrics.jsonl"))).unwrap();
+    assert_eq!(metrics.lines().count(), 5);
+    for line in metrics.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let loss = record["train_loss"].as_f64();
+        assert!(loss.is_some_and(f64::is_finite), "{record}");
+        assert!(
+            record["learning_rate"].as_f64().unwrap() < 10000.0,
+            "{record}"
+        );
+    }
+}
+
+#[test]
+fn stop_policy_names_layer_and_step() {
+    let dir = TempDir::new("stop-policy");
+    let text = format!(
+        r#"
+[data]
+format = "csv"
+train = "{train}"
+target = "label"
+task = "regression"
+
+[model]
+layers = [
+  {{ type = "dense", units = 16, activation = "relu" }},
+  {{ type = "dense", units = 1 }},
+]
+
+[training]
+epochs = 5
+batch_size = 8
+loss = "mse"
+
+[training.optimizer]
+type = "sgd"
+learning_rate = 10000.0
+"#,
+        train = toml_path(&fixture("resume/train.csv")),
+    );
+    let config = dir.write("stop.toml", text);
+    let run = dendrite(train_args(&config, &dir.join("run"), &[]));
+    assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("optimizer step 3"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert!(
+        [
+            "forward activation of layer",
+            "gradient of",
+            "training loss"
+        ]
+        .iter()
+        .any(|place| run.stderr.contains(place)),
+        "stderr:\n{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn skip_policy_skips_bad_batches() {
+    let dir = TempDir::new("skip-policy");
+    let text = format!(
+        r#"
+[data]
+format = "csv"
+train = "{train}"
+target = "label"
+task = "regression"
+
+[model]
+layers = [
+  {{ type = "dense", units = 16, activation = "relu" }},
+  {{ type = "dense", units = 1 }},
+]
+
+[training]
+epochs = 2
+batch_size = 8
+loss = "mse"
+
+[training.non_finite]
+policy = "skip"
+
+[training.optimizer]
+type = "sgd"
+learning_rate = 10000.0
+"#,
+        train = toml_path(&fixture("resume/train.csv")),
+    );
+    let config = dir.write("skip.toml", text);
+    let out = dir.join("run");
+    let run = dendrite(train_args(&config, &out, &[]));
+    assert!(
+        run.stderr.contains("skipping the batch"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "stderr:\n{}", run.stderr);
+}
+
+#[test]
+fn unwritable_output_gives_clear_error() {
+    let dir = TempDir::new("unwritable");
+    let data = fixture("resume/train.csv");
+    let config = resume_config(&dir, 1, &data, "");
+    // A regular file where the output folder's parent should be: no file can be created
+    // below it, as in a read-only folder, and the error must name the path.
+    let blocker = dir.write("blocker", "not a folder");
+    let out = blocker.join("run");
+    let run = dendrite(train_args(
+        &config,
+        &out,
+        &["--checkpoint-every-epochs", "1"],
+    ));
+    assert_eq!(run.code, Some(2), "stderr:\n{}", run.stderr);
+    assert!(run.stderr.contains("blocker"), "stderr:\n{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "stderr:\n{}", run.stderr);
+}
+
+#[test]
+fn failed_checkpoint_keeps_previous_model() {
+    let dir = TempDir::new("keep-previous");
+    let data = fixture("resume/train.csv");
+    let config = resume_config(&dir, 2, &data, "");
+    let out = dir.join("run");
+    dendrite(train_args(
+        &config,
+        &out,
+        &["--checkpoint-every-epochs", "1"],
+    ))
+    .assert_success();
+    let model_before = read(&out.join("model.safetensors"));
+    let checkpoints_before = checkpoint_dirs(&out);
+
+    // A file in place of the checkpoint folder makes every checkpoint write fail.
+    fs::remove_dir_all(out.join("checkpoints")).unwrap();
+    fs::write(out.join("checkpoints"), "blocked").unwrap();
+    let run = dendrite(train_args(
+        &config,
+        &out,
+        &["--checkpoint-every-epochs", "1"],
+    ));
+    assert_eq!(run.code, Some(2), "stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("checkpoints"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(read(&out.join("model.safetensors")), model_before);
+    assert_eq!(checkpoints_before.len(), 2);
+}
