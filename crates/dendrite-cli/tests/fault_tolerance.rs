@@ -132,6 +132,64 @@ fn resumed_run_matches_uninterrupted_run() {
 }
 
 #[test]
+fn plateau_schedule_resumes_bit_identical() {
+    let dir = TempDir::new("resume-plateau");
+    let data = fixture("resume/train.csv");
+    // A required improvement of 10 counts every epoch as a plateau, so the rate falls during
+    // the first 3 epochs and the resumed run must restore those reductions.
+    let schedule = "[training.schedule]\ntype = \"reduce_on_plateau\"\nfactor = 0.5\npatience = 1\nmin_delta = 10.0";
+    let with_validation = |epochs: usize| {
+        let config = resume_config(&dir, epochs, &data, schedule);
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "task = \"classification\"",
+            "task = \"classification\"\nvalidation_split = 0.25",
+        );
+        std::fs::write(&config, text).unwrap();
+        config
+    };
+    let full = dir.join("full");
+    let config6 = with_validation(6);
+    dendrite(train_args(&config6, &full, &[])).assert_success();
+
+    let part = dir.join("part");
+    let config3 = with_validation(3);
+    dendrite(train_args(
+        &config3,
+        &part,
+        &["--checkpoint-every-epochs", "1"],
+    ))
+    .assert_success();
+    dendrite(train_args(
+        &config6,
+        &part,
+        &["--resume", part.to_str().unwrap()],
+    ))
+    .assert_success();
+
+    let rates = |out: &Path| -> Vec<String> {
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).unwrap();
+                value["learning_rate"].to_string()
+            })
+            .collect()
+    };
+    let full_rates = rates(&full);
+    assert!(
+        full_rates.iter().any(|rate| rate != &full_rates[0]),
+        "the plateau never lowered the rate: {full_rates:?}"
+    );
+    assert_eq!(full_rates, rates(&part), "learning rates per epoch");
+    assert_eq!(
+        read(&full.join("model.safetensors")),
+        read(&part.join("model.safetensors")),
+        "final weights differ between the uninterrupted and the resumed run"
+    );
+}
+
+#[test]
 fn mid_epoch_resume_is_bit_identical() {
     let dir = TempDir::new("resume-mid-epoch");
     let data = fixture("resume/train.csv");

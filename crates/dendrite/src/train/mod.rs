@@ -412,6 +412,13 @@ pub fn fit_with(
             history.warnings.push(message);
         }
         history.epochs = state.history.clone();
+        // Reduce-on-plateau depends only on the validation losses so far, so replaying them
+        // puts the learning rate back where the interrupted run had it.
+        for record in &history.epochs {
+            if let Some(loss) = record.val_loss {
+                learning_rate.end_epoch(loss);
+            }
+        }
         best = resumed.best;
         history.best_epoch = state.best.map(|(_, epoch)| epoch);
         counters = RunCounters {
