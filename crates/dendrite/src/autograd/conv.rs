@@ -216,7 +216,7 @@ fn im2col(col: &mut [f32], image: &[f32], geo: &ConvGeometry) {
     im2col_into(col, ColLayout::single(geo), image, geo);
 }
 
-/// Where one image's im2col matrix lies in a buffer: row `r` starts at
+/// The place of one image's im2col matrix in a buffer: row `r` starts at
 /// `r * row_stride + offset`. Several images can share a matrix side by side, each with its
 /// own offset.
 #[derive(Debug, Clone, Copy)]
@@ -226,7 +226,7 @@ struct ColLayout {
 }
 
 impl ColLayout {
-    /// The layout of an im2col matrix of one image alone.
+    /// Returns the layout of an im2col matrix of one image alone.
     fn single(geo: &ConvGeometry) -> Self {
         ColLayout {
             row_stride: geo.out_plane(),
@@ -277,7 +277,7 @@ fn im2col_dense(col: &mut [f32], layout: ColLayout, image: &[f32], geo: &ConvGeo
     });
 }
 
-/// The arguments of [`im2col_dense`] once the input is padded: `source` holds its planes,
+/// The arguments of [`im2col_dense`] once the input is padded: `source` contains its planes,
 /// `width` values per row.
 struct Im2colDense<'a> {
     col: &'a mut [f32],
@@ -366,7 +366,7 @@ fn im2col_general(col: &mut [f32], layout: ColLayout, image: &[f32], geo: &ConvG
     }
 }
 
-/// Adds each entry of the im2col-shaped gradient `col`, laid out as `layout` says, to the
+/// Adds each entry of the im2col-shaped gradient `col`, laid out as `layout` describes, to the
 /// input position it was read from, the adjoint of [`im2col`]. Padding entries are dropped.
 fn col2im_add(image: &mut [f32], col: &[f32], layout: ColLayout, geo: &ConvGeometry) {
     let params = geo.params;
@@ -417,7 +417,7 @@ impl pulp::WithSimd for Col2imUnpadded<'_> {
 
         // Each vector of an input row gathers its sum from the runs of im2col rows that
         // cover it: lane `l` of the vector at column `x0` is input column `x0 + l`, which
-        // run `(c, ki, kj)` of output row `oh = ih - ki` holds at position `x0 + l - kj`.
+        // run `(c, ki, kj)` of output row `oh = ih - ki` contains at position `x0 + l - kj`.
         // Reading the runs, not the image, keeps each load clear of the stores before it.
         for (c, plane) in image.chunks_exact_mut(geo.height * width).enumerate() {
             for ih in 0..geo.height {
@@ -541,7 +541,7 @@ fn conv_image(
 /// unless the caller is inside [`single_threaded`]. With `relu` true, every output value goes
 /// through `max(v, 0)`.
 ///
-/// Convolutions with small windows run through [`direct`], and `scratch` holds the packed
+/// Convolutions with small windows run through [`direct`], and `scratch` contains the packed
 /// weights and one padded image per task. Otherwise, with `keep_cols` false, `scratch` holds
 /// one im2col matrix per task, reused from image to image. With `keep_cols` true, it keeps
 /// the im2col matrices of all images for the backward pass, block by block in image order

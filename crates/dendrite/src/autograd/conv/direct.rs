@@ -22,7 +22,7 @@ const FILTERS: usize = 8;
 /// Kernel taps accumulated together in the weight gradient, each in its own vector.
 const TAPS: usize = 8;
 
-/// The most input values one output may read (`c_in * kh * kw`) for the direct loops to be
+/// The maximum number of input values one output may read (`c_in * kh * kw`) for the direct loops to be
 /// used.
 const MAX_TAPS: usize = 32;
 
@@ -147,7 +147,7 @@ fn run_avx512<Op: pulp::WithSimd>(op: Op) -> Op::Output {
 }
 
 /// Writes the convolution of each image of `x` into `out` (`[n, c_out, h_out, w_out]`),
-/// followed by `max(v, 0)` when `relu` is true. `packed` holds the weights as
+/// followed by `max(v, 0)` when `relu` is true. `packed` contains the weights as
 /// [`pack_weights`] arranges them, and `scratch` at least [`scratch_len`] values.
 ///
 /// Each output value is its bias (or 0) plus the products of its taps, added one at a time
@@ -275,7 +275,7 @@ fn forward_image<S: pulp::Simd>(
 /// Writes the weight gradient of one image into `dw`, laid out `[taps, c_out]` as the im2col
 /// path's per-image parts are: `dw[t][f]` is the sum over output positions of
 /// `g[f][oh][ow] * x[c][oh + ki - pad_h][ow + kj - pad_w]` for tap `t = (c, ki, kj)`.
-/// `scratch` holds at least [`scratch_len`] values.
+/// `scratch` has room for at least [`scratch_len`] values.
 pub(super) fn weight_gradient(
     dw: &mut [f32],
     scratch: &mut [f32],
@@ -385,7 +385,7 @@ fn weight_gradient_image<S: pulp::Simd>(
                 for ((a, b), &offset) in first_acc.iter_mut().zip(&mut second_acc).zip(block) {
                     // SAFETY: `row + LANES <= span` and `offset + span <= padded.len()`
                     // (asserted above), so the `LANES` values read are inside `padded`.
-                    // `S::f32s` holds `LANES` `f32` values and may be read unaligned.
+                    // `S::f32s` is `LANES` `f32` values and may be read unaligned.
                     let input = unsafe {
                         padded
                             .as_ptr()
