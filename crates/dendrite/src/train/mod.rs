@@ -242,9 +242,9 @@ pub struct FitOptions {
     /// The weight of each class in the training loss, indexed by class (see
     /// [`crate::data::ClassWeights::resolve`]). Validation losses are not weighted.
     pub class_weights: Option<Vec<f32>>,
-    /// Where and how often to write checkpoints. `None` writes none, not even on interrupt.
+    /// The folder and interval of checkpoints. `None` writes none, not even on interrupt.
     pub checkpoints: Option<CheckpointOptions>,
-    /// What to do when the loss or a gradient becomes NaN or infinite (default: stop).
+    /// The policy when the loss or a gradient becomes NaN or infinite (default: stop).
     pub non_finite: NonFiniteConfig,
     /// A checkpoint to continue from (see [`checkpoint::latest`]). The model must have the
     /// architecture the checkpoint was written with, and the training set the same rows.

@@ -80,7 +80,7 @@ impl NonFiniteConfig {
 /// example `forward activation of layer 2 (dense)` or `gradient of layers.0.weight`.
 ///
 /// The forward pass of `rows` is run again layer by layer in training mode. The first
-/// layer whose output holds a NaN or infinity is named; if every activation is finite, the
+/// layer whose output contains a NaN or infinity is named; if every activation is finite, the
 /// loss or the first parameter (in layer order) with a non-finite gradient is named.
 /// Dropout masks of this pass are drawn anew, so a value that only one mask produced may
 /// be missed, and the loss is then named.

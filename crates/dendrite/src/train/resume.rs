@@ -31,7 +31,7 @@ pub(crate) struct EpochTotals {
     pub(crate) skipped_steps: usize,
 }
 
-/// Where in an epoch a checkpoint is taken.
+/// The position in an epoch where a checkpoint is taken.
 pub(crate) struct Position {
     pub(crate) epoch: usize,
     pub(crate) batches_done: usize,
@@ -104,7 +104,7 @@ pub(crate) fn write_checkpoint(
     checkpoint::write(&target.dir, target.config.keep, &snapshot).map(Some)
 }
 
-/// What [`resume`] hands back to the training loop.
+/// The state [`resume`] returns to the training loop.
 pub(crate) struct Resumed {
     pub(crate) shuffle_rng: Rng,
     pub(crate) best: Option<(f64, Sequential)>,

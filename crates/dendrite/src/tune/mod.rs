@@ -25,7 +25,7 @@ use crate::rng::Rng;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchConfig {
-    /// How trials are proposed (random by default).
+    /// The strategy that proposes trials (random by default).
     #[serde(default)]
     pub strategy: Strategy,
     /// The number of trials: configs for grid, random and TPE (the grid is cut to it), the
@@ -129,7 +129,7 @@ pub struct TrialRecord {
     pub score: Option<f64>,
     /// Wall time of the trial in seconds.
     pub seconds: f64,
-    /// Why the trial failed, such as a loss that became NaN.
+    /// The reason the trial failed, such as a loss that became NaN.
     pub error: Option<String>,
 }
 

@@ -7,7 +7,7 @@
 //! 1. [`SeriesPreprocessor::read`] reads the time column (optional; without one the row order
 //!    is the time order), the value columns and the extra feature columns. Timestamps must be
 //!    strictly increasing, values numeric. Missing values (an empty cell, `NaN`, `NA`) are an
-//!    error naming the column and the rows, unless `missing` says to drop, forward-fill or
+//!    error naming the column and the rows, unless `missing` is set to drop, forward-fill or
 //!    interpolate them. Values a policy cannot fill stay gaps.
 //! 2. The last `test_length` steps are the test part, the `validation_length` steps before
 //!    them the validation part, and the rest the training part.
@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::nn::Sequential;
 use crate::tensor::Tensor;
 
-/// How missing values (an empty cell, `NaN` or `NA`) are handled.
+/// The handling of missing values (an empty cell, `NaN` or `NA`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MissingPolicy {
@@ -53,7 +53,7 @@ pub enum MissingPolicy {
     Interpolate,
 }
 
-/// How the series values are scaled, with statistics of the training part.
+/// The scaling of the series values, with statistics of the training part.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scaling {
@@ -66,7 +66,7 @@ pub enum Scaling {
     None,
 }
 
-/// How `dendrite forecast` predicts more steps than the model's horizon.
+/// The way `dendrite forecast` predicts more steps than the model's horizon.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ForecastStrategy {
@@ -116,7 +116,7 @@ pub struct SeriesConfig {
     /// Steps before the test part held out as the validation part (default 0).
     #[serde(default)]
     pub validation_length: usize,
-    /// How `dendrite forecast` predicts beyond the horizon (default recursive).
+    /// The way `dendrite forecast` predicts beyond the horizon (default recursive).
     #[serde(default)]
     pub forecast: ForecastStrategy,
     /// Missing values: error (default), drop, forward_fill or interpolate.
