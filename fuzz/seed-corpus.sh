@@ -37,7 +37,10 @@ for file in crates/dendrite/tests/fixtures/series/*.csv data/air-passengers/*.cs
     seed series_csv 62 "$file"
 done
 
-find crates/dendrite/tests/fixtures/image-folder data/mnist-png/train/0 \
+# data/mnist-png exists only after `dendrite export-images`; the fixtures are enough without it.
+image_dirs=(crates/dendrite/tests/fixtures/image-folder)
+[ -d data/mnist-png/train/0 ] && image_dirs+=(data/mnist-png/train/0)
+find "${image_dirs[@]}" \
     -name '*.png' -o -name '*.jpg' -o -name '*.jpeg' | head -n 20 | while read -r file; do
     seed image 00 "$file"
     seed image 03 "$file"

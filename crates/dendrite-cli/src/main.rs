@@ -237,7 +237,8 @@ enum Command {
     Train {
         /// The TOML config.
         config: PathBuf,
-        /// Output folder (default: runs/<config file name without extension>).
+        /// Output folder (default: the run folder of --resume, else runs/<config file name
+        /// without extension>).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
         /// Do not show the progress bar.
@@ -511,12 +512,35 @@ fn main() -> ExitCode {
                 )
             });
             eprintln!("error: {}", one_line(&error));
+            if let Some(hint) = storage_hint(&error) {
+                eprintln!("{hint}");
+            }
             ExitCode::from(match (non_finite, interrupted) {
                 (true, _) => 1,
                 (_, true) => 130,
                 _ => 2,
             })
         }
+    }
+}
+
+/// Returns what to do after a write failed on a full disk or a read-only file system. Every
+/// file is written through a temporary file and a rename, so earlier files are intact.
+fn storage_hint(error: &anyhow::Error) -> Option<&'static str> {
+    let kind = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<std::io::Error>())?
+        .kind();
+    match kind {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => Some(
+            "the disk is full: free some space, or write to another disk with --out; \
+             files written before this error are unchanged",
+        ),
+        std::io::ErrorKind::ReadOnlyFilesystem => Some(
+            "the folder is on a read-only file system: write to another folder with --out; \
+             the files already there are unchanged",
+        ),
+        _ => None,
     }
 }
 

@@ -96,11 +96,11 @@ pub fn write(figure: &Figure, dir: &Path, name: &str) -> Result<WrittenPlot> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let svg = render_svg(figure)?;
     let svg_path = dir.join(format!("{name}.svg"));
-    std::fs::write(&svg_path, &svg)
-        .with_context(|| format!("cannot write {}", svg_path.display()))?;
     let png_path = dir.join(format!("{name}.png"));
-    std::fs::write(&png_path, render_png(figure)?)
-        .with_context(|| format!("cannot write {}", png_path.display()))?;
+    dendrite::model::write_atomic_all(&[
+        (&svg_path, svg.as_bytes()),
+        (&png_path, &render_png(figure)?),
+    ])?;
     Ok(WrittenPlot {
         title: figure.title().to_string(),
         svg,

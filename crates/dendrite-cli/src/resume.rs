@@ -61,6 +61,17 @@ pub fn checkpoint_options(
     })
 }
 
+/// Returns the run folder of `checkpoint` (the parent of its `checkpoints/` folder), or
+/// `None` for a checkpoint kept elsewhere.
+pub fn run_folder(checkpoint: &Checkpoint) -> Option<PathBuf> {
+    let root = checkpoint.path.parent()?;
+    if root.file_name()? == CHECKPOINT_DIR {
+        root.parent().map(Path::to_path_buf)
+    } else {
+        None
+    }
+}
+
 /// Finds the checkpoint to resume from in `dir`: a checkpoint folder itself, a folder of
 /// checkpoints, or a run folder with a `checkpoints/` folder. Damaged checkpoints are skipped
 /// with a warning on standard error.

@@ -84,7 +84,13 @@ pub fn run(
     };
     let decision = info.binary_decision()?;
 
-    let out_dir = out.unwrap_or_else(|| {
+    let resume_from = match &recovery.resume {
+        Some(dir) => Some(resume::find_checkpoint(dir)?),
+        None => None,
+    };
+    // Without --out, a resumed run writes into the run folder of its checkpoint.
+    let resumed_run = resume_from.as_ref().and_then(resume::run_folder);
+    let out_dir = out.or(resumed_run).unwrap_or_else(|| {
         let stem = config_path
             .file_stem()
             .map_or_else(|| "run".into(), |s| s.to_string_lossy().into_owned());
@@ -105,10 +111,6 @@ pub fn run(
         recovery.checkpoint_flags,
     )
     .with_context(|| format!("{}: [training.checkpoint]", config_path.display()))?;
-    let resume_from = match &recovery.resume {
-        Some(dir) => Some(resume::find_checkpoint(dir)?),
-        None => None,
-    };
     let interrupt = resume::interrupt_flag()?;
 
     let mut progress = Progress {

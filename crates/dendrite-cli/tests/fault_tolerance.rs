@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, dendrite, fixture, toml_path};
+use common::{Run, TempDir, dendrite, fixture, toml_path};
 
 /// A 64-row CSV classifier with shuffling and dropout, trained with Adam: batch 8, seed 7.
 fn resume_config(dir: &TempDir, epochs: usize, train: &Path, extra: &str) -> PathBuf {
@@ -700,4 +700,251 @@ fn failed_checkpoint_keeps_previous_model() {
     );
     assert_eq!(read(&out.join("model.safetensors")), model_before);
     assert_eq!(checkpoints_before.len(), 2);
+}
+
+/// Writes the config of a classifier whose weights (about 48 KiB) exceed the 32 KiB that the
+/// full-disk test leaves free: 2 epochs with a checkpoint after each.
+fn wide_config(dir: &TempDir) -> PathBuf {
+    let text = format!(
+        r#"
+[data]
+format = "csv"
+train = "{train}"
+target = "label"
+task = "classification"
+
+[model]
+layers = [
+  {{ type = "dense", units = 2048, activation = "relu" }},
+  {{ type = "dense", units = 2 }},
+]
+
+[training]
+epochs = 2
+batch_size = 8
+loss = "cross_entropy"
+seed = 7
+
+[training.checkpoint]
+every_epochs = 1
+
+[training.optimizer]
+type = "adam"
+learning_rate = 0.01
+"#,
+        train = toml_path(&fixture("resume/train.csv")),
+    );
+    dir.write("wide.toml", text)
+}
+
+/// Runs `script` with `sh -eu` in new user and mount namespaces, where it may mount a small
+/// tmpfs or a read-only bind mount without privileges. The mounts vanish when it exits.
+/// `DENDRITE` is the binary; `vars` adds more variables.
+fn run_with_mounts(script: &str, vars: &[(&str, &Path)]) -> Run {
+    let mut command = Command::new("unshare");
+    command
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-eu",
+            "-c",
+            script,
+        ])
+        .env("DENDRITE", env!("CARGO_BIN_EXE_dendrite"));
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let output = command
+        .output()
+        .expect("unshare (util-linux) must be installed to run this test");
+    let run = Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    assert_eq!(
+        run.code,
+        Some(0),
+        "the script in the namespace failed\nstdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    run
+}
+
+/// Returns every file below `dir` with its contents, by path relative to `dir`.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).unwrap().to_path_buf();
+                files.push((relative, read(&path)));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Asserts that the model files and the checkpoints of two copies of a run folder agree
+/// byte for byte, and that `after` contains no temporary file.
+fn assert_model_and_checkpoints_kept(before: &Path, after: &Path) {
+    let model_and_checkpoints = |dir: &Path| {
+        tree(dir)
+            .into_iter()
+            .filter(|(path, _)| {
+                path.starts_with("checkpoints")
+                    || path == Path::new("model.json")
+                    || path == Path::new("model.safetensors")
+            })
+            .collect::<Vec<_>>()
+    };
+    let before_files = model_and_checkpoints(before);
+    let names =
+        |files: &[(PathBuf, Vec<u8>)]| files.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        before_files.len(),
+        10,
+        "the model files and two checkpoints of 4 files each: {:?}",
+        names(&before_files)
+    );
+    let after_files = model_and_checkpoints(after);
+    assert_eq!(names(&after_files), names(&before_files));
+    for ((path, old), (_, new)) in before_files.iter().zip(&after_files) {
+        assert!(old == new, "{} changed", path.display());
+    }
+
+    let temporary: Vec<PathBuf> = tree(after)
+        .into_iter()
+        .map(|(path, _)| path)
+        .filter(|path| {
+            path.components()
+                .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    assert!(temporary.is_empty(), "temporary files left: {temporary:?}");
+}
+
+#[test]
+fn full_disk_keeps_previous_run() {
+    let dir = TempDir::new("full-disk");
+    let config = wide_config(&dir);
+    let mount = dir.join("disk");
+    let copies = dir.join("copies");
+    fs::create_dir_all(&mount).unwrap();
+    fs::create_dir_all(&copies).unwrap();
+
+    // A first run is written to a 2 MiB tmpfs. A filler file then leaves 32 KiB free, less
+    // than one copy of the weights, and the same run starts again over the first.
+    let script = r#"
+        mount -t tmpfs -o size=2m tmpfs "$MOUNT"
+        "$DENDRITE" train "$CONFIG" --out "$MOUNT/run" --quiet > /dev/null
+        cp -a "$MOUNT/run" "$COPIES/before"
+        free=$(df --output=avail -B1 "$MOUNT" | tail -n 1)
+        dd if=/dev/zero of="$MOUNT/filler" bs=4096 count=$(( (free - 32768) / 4096 )) 2> /dev/null
+        status=0
+        "$DENDRITE" train "$CONFIG" --out "$MOUNT/run" --quiet > /dev/null 2> "$COPIES/stderr" \
+            || status=$?
+        echo "$status" > "$COPIES/status"
+        cp -a "$MOUNT/run" "$COPIES/after"
+    "#;
+    run_with_mounts(
+        script,
+        &[("MOUNT", &mount), ("COPIES", &copies), ("CONFIG", &config)],
+    );
+
+    let status = String::from_utf8(read(&copies.join("status"))).unwrap();
+    let stderr = String::from_utf8(read(&copies.join("stderr"))).unwrap();
+    assert_eq!(status.trim(), "2", "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("No space left on device"),
+        "stderr:\n{stderr}"
+    );
+    assert!(stderr.contains("the disk is full"), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&*mount.join("run").to_string_lossy()),
+        "the error names the file; stderr:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "stderr:\n{stderr}");
+    assert_model_and_checkpoints_kept(&copies.join("before"), &copies.join("after"));
+
+    // The kept run is whole: the model loads and the newest checkpoint resumes.
+    dendrite([
+        "evaluate".as_ref(),
+        copies.join("after").as_os_str(),
+        fixture("resume/train.csv").as_os_str(),
+    ])
+    .assert_success();
+    let resumed = dir.join("resumed");
+    let run = dendrite(train_args(
+        &config,
+        &resumed,
+        &["--resume", &copies.join("after").display().to_string()],
+    ));
+    run.assert_success();
+    assert!(
+        run.stdout.contains("step-0000000016"),
+        "stdout:\n{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn read_only_folder_keeps_previous_run() {
+    let dir = TempDir::new("read-only");
+    let config = wide_config(&dir);
+    let out = dir.join("run");
+    dendrite(train_args(&config, &out, &[])).assert_success();
+    let before = dir.join("before");
+    fs::create_dir_all(&before).unwrap();
+    for (path, bytes) in tree(&out) {
+        fs::create_dir_all(before.join(&path).parent().unwrap()).unwrap();
+        fs::write(before.join(&path), bytes).unwrap();
+    }
+
+    // The run folder becomes a read-only bind mount, which rejects writes even by root.
+    // Training again into it and resuming it must both stop before changing anything.
+    let script = r#"
+        mount --bind "$OUT" "$OUT"
+        mount -o remount,bind,ro "$OUT"
+        for mode in again resume; do
+            status=0
+            if [ "$mode" = again ]; then
+                "$DENDRITE" train "$CONFIG" --out "$OUT" --quiet > /dev/null 2> "$LOGS/$mode" \
+                    || status=$?
+            else
+                "$DENDRITE" train "$CONFIG" --resume "$OUT" --quiet > /dev/null 2> "$LOGS/$mode" \
+                    || status=$?
+            fi
+            echo "$status" >> "$LOGS/$mode"
+        done
+    "#;
+    run_with_mounts(
+        script,
+        &[("OUT", &out), ("LOGS", dir.path()), ("CONFIG", &config)],
+    );
+
+    for mode in ["again", "resume"] {
+        let log = String::from_utf8(read(&dir.join(mode))).unwrap();
+        assert!(
+            log.ends_with("2\n"),
+            "{mode}: exit status 2; output:\n{log}"
+        );
+        assert!(log.contains("Read-only file system"), "{mode}:\n{log}");
+        assert!(
+            log.contains("write to another folder with --out"),
+            "{mode}:\n{log}"
+        );
+        assert!(log.contains(&*out.to_string_lossy()), "{mode}:\n{log}");
+        assert!(!log.contains("panicked"), "{mode}:\n{log}");
+    }
+    assert_model_and_checkpoints_kept(&before, &out);
+    assert_eq!(tree(&before), tree(&out), "no file of the run changed");
 }

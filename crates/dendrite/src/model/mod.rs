@@ -283,8 +283,12 @@ pub fn save(dir: &Path, model: &Sequential, info: &ModelInfo) -> Result<()> {
     let mut json = serde_json::to_vec_pretty(&meta).expect("model metadata serializes");
     json.push(b'\n');
 
-    write_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
-    write_atomic(&dir.join(META_FILE), &json)
+    // Both files are complete on disk before either replaces its previous version, so a
+    // full disk never leaves new weights beside old metadata.
+    write_atomic_all(&[
+        (&dir.join(WEIGHTS_FILE), &weights),
+        (&dir.join(META_FILE), &json),
+    ])
 }
 
 /// Loads the model in `path` (a model directory, or a file inside it).
@@ -370,20 +374,47 @@ pub fn load(path: &Path) -> Result<SavedModel> {
 ///
 /// Returns [`Error::Io`] naming `path`; the temporary file is removed and `path` is unchanged.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+    write_atomic_all(&[(path, bytes)])
+}
+
+/// Writes several files as [`write_atomic`] does, but renames none of them until all are
+/// written and flushed to disk. A failed write (a full disk, a read-only folder) thus leaves
+/// every previous file unchanged.
+///
+/// # Errors
+///
+/// Returns [`Error::Io`] naming the file that failed; all temporary files are removed.
+pub fn write_atomic_all(files: &[(&Path, &[u8])]) -> Result<()> {
+    let temporary = |path: &Path| {
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()))
+    };
+    let remove_all = || {
+        for (path, _) in files {
+            let _ = fs::remove_file(temporary(path));
+        }
+    };
+
+    for &(path, bytes) in files {
+        let tmp = temporary(path);
+        let written = fs::File::create(&tmp).and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        });
+        if let Err(e) = written {
+            remove_all();
+            return Err(Error::io(path, e));
+        }
+    }
+
+    for &(path, _) in files {
+        if let Err(e) = fs::rename(temporary(path), path) {
+            remove_all();
+            return Err(Error::io(path, e));
+        }
     }
     Ok(())
 }

@@ -204,6 +204,24 @@ fn failed_write_keeps_previous_file() {
     assert!(leftovers.is_empty());
 }
 
+#[test]
+fn failed_second_write_keeps_first_file() {
+    let dir = tempdir("atomic-all");
+    let first = dir.join("first.txt");
+    write_atomic(&first, b"old").unwrap();
+
+    let blocked = dir.join("missing/second.txt");
+    let result = write_atomic_all(&[(&first, b"new"), (&blocked, b"new")]);
+
+    assert!(matches!(result, Err(Error::Io { ref path, .. }) if *path == blocked));
+    assert_eq!(fs::read(&first).unwrap(), b"old");
+    let names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["first.txt"], "no temporary file is left");
+}
+
 fn tempdir(name: &str) -> PathBuf {
     let dir =
         std::env::temp_dir().join(format!("dendrite-model-test-{name}-{}", std::process::id()));
