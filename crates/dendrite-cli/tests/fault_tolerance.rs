@@ -737,21 +737,37 @@ learning_rate = 0.01
     dir.write("wide.toml", text)
 }
 
-/// Runs `script` with `sh -eu` in new user and mount namespaces, where it may mount a small
-/// tmpfs or a read-only bind mount without privileges. The mounts vanish when it exits.
-/// `DENDRITE` is the binary; `vars` adds more variables.
+/// Runs `script` with `sh -eu` in a new mount namespace, where it may mount a small tmpfs or
+/// a read-only bind mount. The mounts vanish when it exits. `DENDRITE` is the binary; `vars`
+/// adds more variables.
+///
+/// The namespace comes with a new user namespace, which needs no privileges where the kernel
+/// allows unprivileged user namespaces. Where it does not, root can still create the mount
+/// namespace alone. The test fails, naming both attempts, if neither works.
 fn run_with_mounts(script: &str, vars: &[(&str, &Path)]) -> Run {
+    let attempts: [&[&str]; 2] = [&["--user", "--map-root-user", "--mount"], &["--mount"]];
+    let mut refused = Vec::new();
+    let flags = attempts
+        .into_iter()
+        .find(|flags| {
+            let probe = Command::new("unshare")
+                .args(*flags)
+                .arg("true")
+                .output()
+                .expect("unshare (util-linux) must be installed to run this test");
+            refused.push(format!(
+                "unshare {}: {}",
+                flags.join(" "),
+                String::from_utf8_lossy(&probe.stderr).trim()
+            ));
+            probe.status.success()
+        })
+        .unwrap_or_else(|| panic!("cannot create a mount namespace: {refused:?}"));
+
     let mut command = Command::new("unshare");
     command
-        .args([
-            "--user",
-            "--map-root-user",
-            "--mount",
-            "sh",
-            "-eu",
-            "-c",
-            script,
-        ])
+        .args(flags)
+        .args(["sh", "-eu", "-c", script])
         .env("DENDRITE", env!("CARGO_BIN_EXE_dendrite"));
     for (name, value) in vars {
         command.env(name, value);
