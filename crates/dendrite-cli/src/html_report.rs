@@ -336,6 +336,7 @@ fn prediction_figures(path: &Path, forecaster: bool) -> Result<Vec<(String, Figu
                     points,
                     points_name: if forecaster { "windows" } else { "rows" }.into(),
                     diagonal: true,
+                    log_x: false,
                 },
             )
         })
@@ -606,6 +607,17 @@ pub fn write_search_report(
                 Some((x, t.score?))
             })
             .collect();
+        // A number searched over two or more powers of ten, such as a log-uniform learning
+        // rate, is easier to read on a log axis.
+        let numbers = || {
+            trials.iter().filter_map(|t| match t.params.get(name) {
+                Some(ParamValue::Number(x)) => Some(*x),
+                _ => None,
+            })
+        };
+        let smallest = numbers().fold(f64::INFINITY, f64::min);
+        let largest = numbers().fold(f64::NEG_INFINITY, f64::max);
+        let log_x = texts.is_empty() && smallest > 0.0 && largest / smallest >= 100.0;
         let x_label = if texts.is_empty() {
             name.clone()
         } else {
@@ -623,6 +635,7 @@ pub fn write_search_report(
             points,
             points_name: "trials".into(),
             diagonal: false,
+            log_x,
         };
         plots.push(plots::write(
             &figure,
@@ -736,6 +749,18 @@ mod tests {
         );
         assert!(dir.join("plots/param_0.png").exists());
         assert!(dir.join("plots/param_1.svg").exists());
+
+        // The learning rates span 0.01 to 10, so their axis is logarithmic. The plotted
+        // trials span 0.01 to 0.1 (the failed trial has no score).
+        let rates = std::fs::read_to_string(dir.join("plots/param_0.svg")).unwrap();
+        for label in ["0.01", "0.016", "0.1"] {
+            assert!(
+                rates.contains(&format!(">\n{label}\n</text>")),
+                "no label {label}"
+            );
+        }
+        let optimizers = std::fs::read_to_string(dir.join("plots/param_1.svg")).unwrap();
+        assert!(!optimizers.contains(">\n0.016\n</text>"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

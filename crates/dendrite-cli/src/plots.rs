@@ -57,7 +57,8 @@ pub enum Figure {
         counts: Vec<Vec<usize>>,
     },
     /// Points, such as predicted against actual values. With `diagonal`, both axes share
-    /// one range and the line y = x is drawn.
+    /// one range and the line y = x is drawn. With `log_x`, the x axis is logarithmic and
+    /// points with x <= 0 are left out; `diagonal` then has no effect.
     Scatter {
         title: String,
         x_label: String,
@@ -66,6 +67,7 @@ pub enum Figure {
         /// The legend entry of the points, such as "rows" or "trials".
         points_name: String,
         diagonal: bool,
+        log_x: bool,
     },
 }
 
@@ -184,6 +186,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, figure: &Figure) -> D
             points,
             points_name,
             diagonal,
+            log_x,
         } => draw_scatter(
             root,
             title,
@@ -191,7 +194,10 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, figure: &Figure) -> D
             y_label,
             points,
             points_name,
-            *diagonal,
+            ScatterAxes {
+                diagonal: *diagonal,
+                log_x: *log_x,
+            },
         ),
     }
 }
@@ -371,6 +377,13 @@ fn draw_heatmap<DB: DrawingBackend>(
     Ok(())
 }
 
+/// The axis options of [`Figure::Scatter`].
+#[derive(Debug, Clone, Copy)]
+struct ScatterAxes {
+    diagonal: bool,
+    log_x: bool,
+}
+
 fn draw_scatter<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
@@ -378,12 +391,14 @@ fn draw_scatter<DB: DrawingBackend>(
     y_label: &str,
     points: &[(f64, f64)],
     points_name: &str,
-    diagonal: bool,
+    axes: ScatterAxes,
 ) -> DrawResult<DB> {
+    let ScatterAxes { diagonal, log_x } = axes;
+    let diagonal = diagonal && !log_x;
     let finite: Vec<(f64, f64)> = points
         .iter()
-        .copied()
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_x || *x > 0.0))
+        .map(|&(x, y)| (if log_x { x.log10() } else { x }, y))
         .collect();
     let (x_range, y_range) = if diagonal {
         let range = padded_range(finite.iter().flat_map(|&(x, y)| [x, y]));
@@ -400,10 +415,23 @@ fn draw_scatter<DB: DrawingBackend>(
         .x_label_area_size(45)
         .y_label_area_size(75)
         .build_cartesian_2d(x_range.clone(), y_range)?;
+    // Ticks on a log axis fall between powers of ten, so they get two significant digits.
+    let x_format = |v: &f64| {
+        if log_x {
+            let rounded: f64 = format!("{:.1e}", 10f64.powf(*v))
+                .parse()
+                .unwrap_or(f64::NAN);
+            rounded.to_string()
+        } else {
+            tick(*v)
+        }
+    };
     chart
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
+        .x_label_formatter(&x_format)
+        .y_label_formatter(&|v| tick(*v))
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))
         .light_line_style(RGBColor(235, 235, 235))
@@ -425,13 +453,17 @@ fn draw_scatter<DB: DrawingBackend>(
         )?
         .label(points_name)
         .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+
+    // A legend with a single entry repeats the title and could hide points.
+    if diagonal {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
     Ok(())
 }
 
@@ -524,6 +556,7 @@ mod tests {
             points: Vec::new(),
             points_name: "rows".into(),
             diagonal: true,
+            log_x: false,
         };
         render_svg(&empty).unwrap();
         render_png(&empty).unwrap();
