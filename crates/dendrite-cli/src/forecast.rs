@@ -114,10 +114,8 @@ pub fn train(
         Ok(history) => history,
         Err(error @ dendrite::Error::NonFinite { .. }) => {
             model::save(&out_dir, &model, &info)?;
-            return Err(anyhow::Error::new(error).context(format!(
-                "training stopped; the last good model is in {}",
-                out_dir.display()
-            )));
+            let message = crate::train::kept_model(&error, &out_dir, false);
+            return Err(anyhow::Error::new(error).context(message));
         }
         Err(error) => return Err(error.into()),
     };

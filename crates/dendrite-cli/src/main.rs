@@ -511,9 +511,15 @@ fn main() -> ExitCode {
                     Some(dendrite::Error::Interrupted { .. })
                 )
             });
+            let next_step = error
+                .downcast_ref::<train::NextStep>()
+                .map(|n| n.to_string());
             eprintln!("error: {}", one_line(&error));
             if let Some(hint) = storage_hint(&error) {
                 eprintln!("{hint}");
+            }
+            if let Some(next_step) = next_step {
+                eprintln!("{next_step}");
             }
             ExitCode::from(match (non_finite, interrupted) {
                 (true, _) => 1,
@@ -544,12 +550,16 @@ fn storage_hint(error: &anyhow::Error) -> Option<&'static str> {
     }
 }
 
-/// Joins an error and its causes into one line, skipping a cause already in the message.
+/// Joins an error and its causes into one line, skipping a cause already in the message and
+/// a [`train::NextStep`], which is printed on a line of its own.
 fn one_line(error: &anyhow::Error) -> String {
+    let next_step = error
+        .downcast_ref::<train::NextStep>()
+        .map(ToString::to_string);
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string();
-        if line.contains(&text) {
+        if line.contains(&text) || next_step.as_ref() == Some(&text) {
             continue;
         }
         if !line.is_empty() {

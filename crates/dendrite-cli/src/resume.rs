@@ -28,14 +28,16 @@ pub struct CheckpointFlags {
 }
 
 /// Returns where and how often the run writes checkpoints. Without `[training.checkpoint]`
-/// and without flags, none are written except on Ctrl-C; with the table but no interval, one
-/// is written every epoch.
+/// and without flags, a resumed run keeps the intervals of the run it continues (`resumed`),
+/// and a new run writes none except on Ctrl-C. With the table but no interval, one is written
+/// every epoch.
 pub fn checkpoint_options(
     out_dir: &Path,
     configured: Option<&CheckpointConfig>,
     flags: CheckpointFlags,
+    resumed: Option<&CheckpointConfig>,
 ) -> Result<CheckpointOptions> {
-    let mut config = configured.cloned();
+    let mut config = configured.or(resumed).cloned();
     if flags.every_steps.is_some() || flags.every_epochs.is_some() {
         let keep = config
             .as_ref()
@@ -64,7 +66,9 @@ pub fn checkpoint_options(
 /// Returns the run folder of `checkpoint` (the parent of its `checkpoints/` folder), or
 /// `None` for a checkpoint kept elsewhere.
 pub fn run_folder(checkpoint: &Checkpoint) -> Option<PathBuf> {
-    let root = checkpoint.path.parent()?;
+    // A path such as `run/checkpoints/step-N/..` names its parent only once resolved.
+    let path = fs::canonicalize(&checkpoint.path).ok()?;
+    let root = path.parent()?;
     if root.file_name()? == CHECKPOINT_DIR {
         root.parent().map(Path::to_path_buf)
     } else {
@@ -188,17 +192,38 @@ pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-/// Returns the message printed after an interrupted run: where the checkpoint is and the
-/// command that continues the run.
-pub fn resume_hint(config_path: &Path, out_dir: &Path, checkpoint: Option<&PathBuf>) -> String {
-    match checkpoint {
-        Some(path) => format!(
-            "checkpoint written to {}; continue with: dendrite train {} --out {} --resume {}",
-            path.display(),
-            config_path.display(),
-            out_dir.display(),
-            out_dir.display()
-        ),
-        None => "no checkpoint was written".into(),
+/// Returns the command that continues an interrupted run from its checkpoint, with the
+/// thread count of this run, or `None` if no checkpoint was written.
+pub fn resume_command(
+    config_path: &Path,
+    out_dir: &Path,
+    checkpoint: &Option<PathBuf>,
+) -> Option<String> {
+    checkpoint.as_ref()?;
+    Some(format!(
+        "dendrite --threads {} train {} --resume {}",
+        rayon::current_num_threads(),
+        config_path.display(),
+        out_dir.display()
+    ))
+}
+
+/// Fails if `out_dir` has checkpoints of an earlier run: the checkpoints of a new run there
+/// would be mixed with them, and `--resume` could load the earlier run's.
+pub fn check_no_earlier_checkpoints(out_dir: &Path) -> Result<()> {
+    let root = out_dir.join(CHECKPOINT_DIR);
+    if !root.is_dir() {
+        return Ok(());
     }
+    let Some((step, _)) = checkpoint::list(&root)?.pop() else {
+        return Ok(());
+    };
+    bail!(
+        "{} has the checkpoints of an earlier run (the newest after step {step}); continue \
+         that run with --resume {}, start over after removing {}, or write to another folder \
+         with --out",
+        root.display(),
+        out_dir.display(),
+        root.display()
+    )
 }

@@ -19,6 +19,32 @@ use crate::resume::{self, CheckpointFlags};
 use crate::run_files::{self, DataSummary, RunInfo, Timing};
 use crate::runlog::{GRADIENT_NORM_INTERVAL, RunLog};
 
+/// A line printed after an error: the command that continues the work.
+#[derive(Debug)]
+pub struct NextStep(pub String);
+
+impl std::fmt::Display for NextStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "continue with: {}", self.0)
+    }
+}
+
+/// Returns which model a run stopped by non-finite values left in `out_dir`: the initial
+/// weights if no epoch finished, else the last ones without non-finite values.
+pub fn kept_model(error: &dendrite::Error, out_dir: &Path, resumed: bool) -> String {
+    match error {
+        dendrite::Error::NonFinite { epoch: 1, .. } if !resumed => format!(
+            "training stopped before the first epoch finished; the model in {} has its \
+             initial weights",
+            out_dir.display()
+        ),
+        _ => format!(
+            "training stopped; the last model without non-finite values is in {}",
+            out_dir.display()
+        ),
+    }
+}
+
 /// Runs `dendrite train CONFIG [--out DIR] [--tensorboard] [--resume DIR]`.
 pub fn run(
     config_path: &Path,
@@ -96,6 +122,9 @@ pub fn run(
             .map_or_else(|| "run".into(), |s| s.to_string_lossy().into_owned());
         PathBuf::from("runs").join(stem)
     });
+    if resume_from.is_none() {
+        resume::check_no_earlier_checkpoints(&out_dir)?;
+    }
 
     println!(
         "training on {} rows, validating on {}, testing on {}; {} parameters",
@@ -109,6 +138,9 @@ pub fn run(
         &out_dir,
         config.checkpoint.as_ref(),
         recovery.checkpoint_flags,
+        resume_from
+            .as_ref()
+            .and_then(|c| c.state.checkpoint.as_ref()),
     )
     .with_context(|| format!("{}: [training.checkpoint]", config_path.display()))?;
     let interrupt = resume::interrupt_flag()?;
@@ -159,17 +191,19 @@ pub fn run(
         Err(error @ dendrite::Error::NonFinite { .. }) => {
             // `fit` has put back the last finite weights; keep them on disk.
             model::save(&out_dir, &model, &info)?;
-            return Err(anyhow::Error::new(error).context(format!(
-                "training stopped; the last good model is in {}",
-                out_dir.display()
-            )));
+            let message = kept_model(&error, &out_dir, options.resume.is_some());
+            return Err(anyhow::Error::new(error).context(message));
         }
         Err(error @ dendrite::Error::Interrupted { .. }) => {
             let dendrite::Error::Interrupted { checkpoint, .. } = &error else {
                 unreachable!("matched above");
             };
-            let hint = resume::resume_hint(config_path, &out_dir, checkpoint.as_ref());
-            return Err(anyhow::Error::new(error).context(hint));
+            let command = resume::resume_command(config_path, &out_dir, checkpoint);
+            let error = anyhow::Error::new(error);
+            return Err(match command {
+                Some(command) => error.context(NextStep(command)),
+                None => error,
+            });
         }
         Err(error) => return Err(error.into()),
     };

@@ -392,14 +392,21 @@ fn sigint_writes_checkpoint_and_resume_hint() {
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "stderr:\n{stderr}");
-    assert!(stderr.contains("--resume"), "stderr:\n{stderr}");
     assert!(stderr.contains("training interrupted"), "stderr:\n{stderr}");
 
-    let resumed = dendrite(train_args(
-        &config,
-        &part,
-        &["--resume", part.to_str().unwrap()],
-    ));
+    // The last line is the command to run, with the thread count of the interrupted run.
+    let command = stderr
+        .lines()
+        .last()
+        .and_then(|line| line.strip_prefix("continue with: dendrite "))
+        .unwrap_or_else(|| panic!("no command on the last line; stderr:\n{stderr}"));
+    let expected = format!(
+        "--threads 2 train {} --resume {}",
+        config.display(),
+        part.display()
+    );
+    assert_eq!(command, expected);
+    let resumed = dendrite(command.split(' '));
     resumed.assert_success();
     assert_eq!(
         read(&full.join("model.safetensors")),
@@ -648,6 +655,15 @@ learning_rate = 10000.0
         run.stderr
     );
     assert!(!run.stderr.contains("panicked"), "stderr:\n{}", run.stderr);
+
+    // The model diverges within the first epoch; once every batch of an epoch gives
+    // non-finite values, skipping cannot help and training stops.
+    assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("the skip policy left out all 8"),
+        "stderr:\n{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -703,8 +719,8 @@ fn failed_checkpoint_keeps_previous_model() {
 }
 
 /// Writes the config of a classifier whose weights (about 48 KiB) exceed the 32 KiB that the
-/// full-disk test leaves free: 2 epochs with a checkpoint after each.
-fn wide_config(dir: &TempDir) -> PathBuf {
+/// full-disk test leaves free, with a checkpoint after each epoch.
+fn wide_config(dir: &TempDir, epochs: usize) -> PathBuf {
     let text = format!(
         r#"
 [data]
@@ -720,7 +736,7 @@ layers = [
 ]
 
 [training]
-epochs = 2
+epochs = {epochs}
 batch_size = 8
 loss = "cross_entropy"
 seed = 7
@@ -734,7 +750,7 @@ learning_rate = 0.01
 "#,
         train = toml_path(&fixture("resume/train.csv")),
     );
-    dir.write("wide.toml", text)
+    dir.write(&format!("wide-{epochs}.toml"), text)
 }
 
 /// Runs `script` with `sh -eu` in a new mount namespace, where it may mount a small tmpfs or
@@ -746,7 +762,7 @@ learning_rate = 0.01
 /// namespace alone. The test fails, naming both attempts, if neither works.
 fn run_with_mounts(script: &str, vars: &[(&str, &Path)]) -> Run {
     let attempts: [&[&str]; 2] = [&["--user", "--map-root-user", "--mount"], &["--mount"]];
-    let mut refused = Vec::new();
+    let mut errors = Vec::new();
     let flags = attempts
         .into_iter()
         .find(|flags| {
@@ -755,14 +771,14 @@ fn run_with_mounts(script: &str, vars: &[(&str, &Path)]) -> Run {
                 .arg("true")
                 .output()
                 .expect("unshare (util-linux) must be installed to run this test");
-            refused.push(format!(
+            errors.push(format!(
                 "unshare {}: {}",
                 flags.join(" "),
                 String::from_utf8_lossy(&probe.stderr).trim()
             ));
             probe.status.success()
         })
-        .unwrap_or_else(|| panic!("cannot create a mount namespace: {refused:?}"));
+        .unwrap_or_else(|| panic!("cannot create a mount namespace: {errors:?}"));
 
     let mut command = Command::new("unshare");
     command
@@ -851,14 +867,15 @@ fn assert_model_and_checkpoints_kept(before: &Path, after: &Path) {
 #[test]
 fn full_disk_keeps_previous_run() {
     let dir = TempDir::new("full-disk");
-    let config = wide_config(&dir);
+    let config = wide_config(&dir, 2);
+    let longer = wide_config(&dir, 4);
     let mount = dir.join("disk");
     let copies = dir.join("copies");
     fs::create_dir_all(&mount).unwrap();
     fs::create_dir_all(&copies).unwrap();
 
-    // A first run is written to a 2 MiB tmpfs. A filler file then leaves 32 KiB free, less
-    // than one copy of the weights, and the same run starts again over the first.
+    // A first run of 2 epochs is written to a 2 MiB tmpfs. A filler file then leaves 32 KiB
+    // free, less than one copy of the weights, and the run is resumed for 2 more epochs.
     let script = r#"
         mount -t tmpfs -o size=2m tmpfs "$MOUNT"
         "$DENDRITE" train "$CONFIG" --out "$MOUNT/run" --quiet > /dev/null
@@ -866,14 +883,19 @@ fn full_disk_keeps_previous_run() {
         free=$(df --output=avail -B1 "$MOUNT" | tail -n 1)
         dd if=/dev/zero of="$MOUNT/filler" bs=4096 count=$(( (free - 32768) / 4096 )) 2> /dev/null
         status=0
-        "$DENDRITE" train "$CONFIG" --out "$MOUNT/run" --quiet > /dev/null 2> "$COPIES/stderr" \
-            || status=$?
+        "$DENDRITE" train "$LONGER" --resume "$MOUNT/run" --quiet > /dev/null \
+            2> "$COPIES/stderr" || status=$?
         echo "$status" > "$COPIES/status"
         cp -a "$MOUNT/run" "$COPIES/after"
     "#;
     run_with_mounts(
         script,
-        &[("MOUNT", &mount), ("COPIES", &copies), ("CONFIG", &config)],
+        &[
+            ("MOUNT", &mount),
+            ("COPIES", &copies),
+            ("CONFIG", &config),
+            ("LONGER", &longer),
+        ],
     );
 
     let status = String::from_utf8(read(&copies.join("status"))).unwrap();
@@ -915,7 +937,8 @@ fn full_disk_keeps_previous_run() {
 #[test]
 fn read_only_folder_keeps_previous_run() {
     let dir = TempDir::new("read-only");
-    let config = wide_config(&dir);
+    let config = wide_config(&dir, 2);
+    let longer = wide_config(&dir, 4);
     let out = dir.join("run");
     dendrite(train_args(&config, &out, &[])).assert_success();
     let before = dir.join("before");
@@ -926,28 +949,26 @@ fn read_only_folder_keeps_previous_run() {
     }
 
     // The run folder becomes a read-only bind mount, which rejects writes even by root.
-    // Training again into it and resuming it must both stop before changing anything.
+    // Resuming it for 2 more epochs, and a new run in a folder inside it, must both stop
+    // before changing anything.
     let script = r#"
         mount --bind "$OUT" "$OUT"
         mount -o remount,bind,ro "$OUT"
-        for mode in again resume; do
-            status=0
-            if [ "$mode" = again ]; then
-                "$DENDRITE" train "$CONFIG" --out "$OUT" --quiet > /dev/null 2> "$LOGS/$mode" \
-                    || status=$?
-            else
-                "$DENDRITE" train "$CONFIG" --resume "$OUT" --quiet > /dev/null 2> "$LOGS/$mode" \
-                    || status=$?
-            fi
-            echo "$status" >> "$LOGS/$mode"
-        done
+        status=0
+        "$DENDRITE" train "$LONGER" --resume "$OUT" --quiet > /dev/null 2> "$LOGS/resume" \
+            || status=$?
+        echo "$status" >> "$LOGS/resume"
+        status=0
+        "$DENDRITE" train "$LONGER" --out "$OUT/new" --quiet > /dev/null 2> "$LOGS/new" \
+            || status=$?
+        echo "$status" >> "$LOGS/new"
     "#;
     run_with_mounts(
         script,
-        &[("OUT", &out), ("LOGS", dir.path()), ("CONFIG", &config)],
+        &[("OUT", &out), ("LOGS", dir.path()), ("LONGER", &longer)],
     );
 
-    for mode in ["again", "resume"] {
+    for mode in ["resume", "new"] {
         let log = String::from_utf8(read(&dir.join(mode))).unwrap();
         assert!(
             log.ends_with("2\n"),
@@ -963,4 +984,115 @@ fn read_only_folder_keeps_previous_run() {
     }
     assert_model_and_checkpoints_kept(&before, &out);
     assert_eq!(tree(&before), tree(&out), "no file of the run changed");
+}
+
+#[test]
+fn new_run_rejects_folder_with_checkpoints() {
+    let dir = TempDir::new("earlier-checkpoints");
+    let data = fixture("resume/train.csv");
+    let config = resume_config(&dir, 2, &data, "");
+    let out = dir.join("run");
+    dendrite(train_args(
+        &config,
+        &out,
+        &["--checkpoint-every-epochs", "1"],
+    ))
+    .assert_success();
+    let before = tree(&out);
+
+    // A new run there would mix its checkpoints with the earlier run's.
+    let run = dendrite(train_args(
+        &config,
+        &out,
+        &["--checkpoint-every-epochs", "1"],
+    ));
+
+    assert_eq!(run.code, Some(2), "stderr:\n{}", run.stderr);
+    let checkpoints = out.join("checkpoints");
+    assert!(
+        run.stderr.contains(&*checkpoints.to_string_lossy()),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("--resume"), "stderr:\n{}", run.stderr);
+    assert_eq!(tree(&out), before, "no file of the earlier run changed");
+
+    fs::remove_dir_all(&checkpoints).unwrap();
+    dendrite(train_args(
+        &config,
+        &out,
+        &["--checkpoint-every-epochs", "1"],
+    ))
+    .assert_success();
+}
+
+#[test]
+fn resumed_run_keeps_checkpoint_interval() {
+    let dir = TempDir::new("keep-interval");
+    let data = fixture("resume/train.csv");
+    let out = dir.join("run");
+    let first = resume_config(&dir, 2, &data, "");
+    dendrite(train_args(
+        &first,
+        &out,
+        &["--checkpoint-every-epochs", "1"],
+    ))
+    .assert_success();
+
+    // Resumed without the flag for 2 more epochs of 8 batches each.
+    let longer = resume_config(&dir, 4, &data, "");
+    let run = dendrite(train_args(
+        &longer,
+        &out,
+        &["--resume", &out.display().to_string()],
+    ));
+    run.assert_success();
+
+    let names: Vec<String> = checkpoint_dirs(&out)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["step-0000000016", "step-0000000024", "step-0000000032"]
+    );
+}
+
+#[test]
+fn resume_with_other_thread_count_warns() {
+    let dir = TempDir::new("other-threads");
+    let data = fixture("resume/train.csv");
+    let out = dir.join("run");
+    let first = resume_config(&dir, 2, &data, "");
+    dendrite(train_args(
+        &first,
+        &out,
+        &["--checkpoint-every-epochs", "1"],
+    ))
+    .assert_success();
+
+    let longer = resume_config(&dir, 3, &data, "");
+    let run = dendrite([
+        "--threads",
+        "1",
+        "train",
+        &longer.display().to_string(),
+        "--resume",
+        &out.display().to_string(),
+        "--quiet",
+    ]);
+
+    run.assert_success();
+    assert!(
+        run.stderr
+            .contains("written with 2 threads and this run has 1"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("resume with 2 threads"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(metric_epochs(&out), [1, 2, 3]);
 }

@@ -43,7 +43,7 @@ fn diverging_learning_rate_keeps_last_good_model() {
     let lines: Vec<&str> = run.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "stderr is not one line:\n{}", run.stderr);
     let message = lines[0];
-    assert!(message.contains("at epoch 1, step "), "{message}");
+    assert!(message.contains("at epoch 1, batch "), "{message}");
     assert!(message.contains("may be too high"), "{message}");
     assert!(
         message.contains(&out.display().to_string()),

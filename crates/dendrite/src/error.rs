@@ -30,16 +30,17 @@ pub enum Error {
     #[error("shape mismatch in {op}: {message}")]
     Shape { op: &'static str, message: String },
 
-    /// Training produced a NaN or infinite value.
+    /// Training produced a NaN or infinite value in batch `batch` (from 1) of epoch `epoch`.
     #[error(
-        "non-finite {what} at epoch {epoch}, step {step}; the learning rate ({learning_rate}) \
-         may be too high or the inputs may need scaling, so lower the learning rate (for \
-         example by 10x) or standardize the inputs, and train again"
+        "non-finite {what} at epoch {epoch}, batch {batch}; the learning rate ({}) may be too \
+         high or the inputs may need scaling, so lower the learning rate (for example by 10x) \
+         or standardize the inputs, and train again",
+        crate::train::short_number(f64::from(*learning_rate))
     )]
     NonFinite {
         what: String,
         epoch: usize,
-        step: usize,
+        batch: usize,
         learning_rate: f32,
     },
 

@@ -167,12 +167,12 @@ fn huge_learning_rate_stops_with_non_finite_error() {
     match &error {
         Error::NonFinite {
             epoch,
-            step,
+            batch,
             learning_rate,
             ..
         } => {
             assert!(*epoch >= 1, "epoch {epoch}");
-            assert!(*step >= 1, "step {step}");
+            assert!(*batch >= 1, "batch {batch}");
             assert_eq!(*learning_rate, 1e12);
         }
         other => panic!("expected a non-finite error, got {other}"),

@@ -161,12 +161,19 @@ pub struct TrainingState {
     pub epoch_max_gradient_norm: f64,
     /// Batches of `epoch` so far that the `skip` policy left out.
     pub epoch_skipped_steps: usize,
+    /// The rows of those batches.
+    #[serde(default)]
+    pub epoch_skipped_rows: usize,
     /// The records of the finished epochs.
     pub history: Vec<EpochRecord>,
     /// Early stopping: the best validation loss and its epoch, if any.
     pub best: Option<(f64, usize)>,
     /// Early stopping: epochs since the best one.
     pub epochs_without_improvement: usize,
+    /// The checkpoint intervals of the run (`None` when it wrote checkpoints only on an
+    /// interrupt), so that a resumed run keeps writing them.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointConfig>,
 }
 
 /// A checkpoint read back from disk.
@@ -311,8 +318,13 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Returns the checkpoint folders in `root` with their steps, oldest first.
-fn list(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
+/// Returns the checkpoint folders in `root` with their steps, oldest first, without
+/// checking their contents.
+///
+/// # Errors
+///
+/// Returns [`Error::Io`] if `root` cannot be read.
+pub fn list(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let entries = fs::read_dir(root).map_err(|e| Error::io(root, e))?;
     let mut found = Vec::new();
     for entry in entries {

@@ -404,8 +404,9 @@ pub fn fit_with(
         let state = &checkpoint.state;
         if state.threads != threads {
             let message = format!(
-                "the checkpoint was written with {} threads and this run has {threads}; the \
-                 results differ from an uninterrupted run in the last bits",
+                "the checkpoint was written with {} threads and this run has {threads}, so the \
+                 results differ from those of an uninterrupted run; resume with {0} threads \
+                 to get identical results",
                 state.threads
             );
             callback.on_warning(&message);
@@ -437,6 +438,7 @@ pub fn fit_with(
                     clipped_steps: state.epoch_clipped_steps,
                     max_gradient_norm: state.epoch_max_gradient_norm,
                     skipped_steps: state.epoch_skipped_steps,
+                    skipped_rows: state.epoch_skipped_rows,
                 },
             ));
         }
@@ -515,9 +517,10 @@ pub fn fit_with(
                         && counters.rollbacks < policy.max_rollbacks;
                     if policy.policy == NonFinitePolicy::Skip {
                         totals.skipped_steps += 1;
+                        totals.skipped_rows += batch.len();
                         let message = format!(
-                            "non-finite {what} at epoch {epoch}, batch {}, step {step}; \
-                             skipping the batch",
+                            "non-finite {what} at epoch {epoch}, batch {} (optimizer step \
+                             {step}); skipping the batch",
                             step_in_epoch + 1
                         );
                         callback.on_warning(&message);
@@ -530,8 +533,10 @@ pub fn fit_with(
                     }
                     if policy.policy == NonFinitePolicy::Rollback {
                         let message = format!(
-                            "non-finite {what} at epoch {epoch}, step {step} after {} \
-                             rollbacks, the maximum (training.non_finite.max_rollbacks)",
+                            "non-finite {what} at epoch {epoch}, batch {} (optimizer step \
+                             {step}) after {} rollbacks, the maximum \
+                             (training.non_finite.max_rollbacks)",
+                            step_in_epoch + 1,
                             counters.rollbacks
                         );
                         callback.on_warning(&message);
@@ -541,7 +546,7 @@ pub fn fit_with(
                     return Err(Error::NonFinite {
                         what: format!("{what} (optimizer step {step})"),
                         epoch,
-                        step: step_in_epoch + 1,
+                        batch: step_in_epoch + 1,
                         learning_rate: optimizer.learning_rate(),
                     });
                 }
@@ -615,17 +620,32 @@ pub fn fit_with(
                 .at((epoch - 1) as f64 + first_batch as f64 / num_batches as f64)
                 * counters.learning_rate_scale;
             let message = format!(
-                "rollback {} of {}: non-finite {what} at epoch {epoch}, batch {batch_number}, \
-                 step {step}; training epoch {epoch} again from batch {} with the learning \
-                 rate divided by {} (now {new_rate})",
+                "rollback {} of {}: non-finite {what} at epoch {epoch}, batch {batch_number} \
+                 (optimizer step {step}); training epoch {epoch} again from batch {} with the \
+                 learning rate divided by {} (now {})",
                 counters.rollbacks,
                 policy.max_rollbacks,
                 first_batch + 1,
-                policy.learning_rate_factor
+                policy.learning_rate_factor,
+                short_number(f64::from(new_rate))
             );
             callback.on_warning(&message);
             history.warnings.push(message);
         };
+
+        // An epoch whose every batch was skipped trained nothing, and the next would not
+        // either: the model itself gives non-finite values.
+        if totals.skipped_rows == train.len() {
+            return Err(Error::NonFinite {
+                what: format!(
+                    "loss or gradient in every batch (the skip policy left out all {})",
+                    totals.skipped_steps
+                ),
+                epoch,
+                batch: num_batches,
+                learning_rate: optimizer.learning_rate(),
+            });
+        }
 
         let evaluation = validation.map(|v| evaluate(model, v, config.loss, batch_size.max(256)));
         if evaluation.as_ref().is_some_and(|e| !e.loss.is_finite()) {
@@ -633,7 +653,7 @@ pub fn fit_with(
             return Err(Error::NonFinite {
                 what: "validation loss".into(),
                 epoch,
-                step: num_batches,
+                batch: num_batches,
                 learning_rate: optimizer.learning_rate(),
             });
         }
@@ -644,7 +664,8 @@ pub fn fit_with(
 
         let record = EpochRecord {
             epoch,
-            train_loss: totals.loss_sum / train.len() as f64,
+            // The mean over the rows trained on: skipped batches have no finite loss.
+            train_loss: totals.loss_sum / (train.len() - totals.skipped_rows) as f64,
             val_loss: evaluation.as_ref().map(|e| e.loss),
             val_accuracy: evaluation.as_ref().and_then(Evaluation::accuracy),
             val_metrics: evaluation
@@ -732,6 +753,13 @@ pub fn fit_with(
 
 /// Returns the L2 norm of the weighted sum of the shard gradients, over all parameters
 /// together, in f64. It is NaN or infinite if a gradient value is.
+/// Formats `value` with at most 4 significant digits, so that a learning rate computed in
+/// `f32` prints as 0.001 rather than 0.0009999998.
+pub fn short_number(value: f64) -> String {
+    let rounded: f64 = format!("{value:.3e}").parse().unwrap_or(value);
+    rounded.to_string()
+}
+
 fn global_norm(gradients: &[&[Vec<f32>]], weights: &[f32]) -> f64 {
     let Some(first) = gradients.first() else {
         return 0.0;

@@ -29,6 +29,8 @@ pub(crate) struct EpochTotals {
     pub(crate) clipped_steps: usize,
     pub(crate) max_gradient_norm: f64,
     pub(crate) skipped_steps: usize,
+    /// The rows of the batches that the `skip` policy left out.
+    pub(crate) skipped_rows: usize,
 }
 
 /// The position in an epoch where a checkpoint is taken.
@@ -88,11 +90,14 @@ pub(crate) fn write_checkpoint(
         epoch_clipped_steps: position.totals.clipped_steps,
         epoch_max_gradient_norm: position.totals.max_gradient_norm,
         epoch_skipped_steps: position.totals.skipped_steps,
+        epoch_skipped_rows: position.totals.skipped_rows,
         history: parts.history.epochs.clone(),
         best: parts
             .best
             .map(|(loss, _)| (*loss, parts.history.best_epoch.unwrap_or(0))),
         epochs_without_improvement: counters.epochs_without_improvement,
+        checkpoint: (target.config.every_steps.is_some() || target.config.every_epochs.is_some())
+            .then(|| target.config.clone()),
     };
     let snapshot = Snapshot {
         state: &state,
@@ -167,14 +172,13 @@ pub(crate) fn resume(
         .map_err(|e| invalid(e.to_string()))?;
     let shuffle_rng = Rng::from_state(&state.shuffle_rng)
         .ok_or_else(|| invalid("the shuffle generator state is invalid".into()))?;
-    if !runner.restore_augment_states(&state.augment_rngs) {
-        return Err(invalid(format!(
-            "the checkpoint holds {} augmentation generator states for {} threads; resume \
-             with --threads {}",
-            state.augment_rngs.len(),
-            runner.augment_states().len(),
-            state.threads
-        )));
+    // There is one augmentation generator per thread. With another thread count, the
+    // generators start from the seed again, and the caller warns that results differ.
+    let same_threads = state.augment_rngs.len() == runner.augment_states().len();
+    if same_threads && !runner.restore_augment_states(&state.augment_rngs) {
+        return Err(invalid(
+            "the augmentation generator states are invalid".into(),
+        ));
     }
     let best = match (&checkpoint.best_weights, state.best) {
         (Some(weights), Some((loss, _))) => {
