@@ -549,7 +549,7 @@ learning_rate = 10000.0
     );
     assert!(run.stderr.contains("(now 1000)"), "stderr:\n{}", run.stderr);
     assert!(
-        run.stderr.contains("forward activation of layer") || run.stderr.contains("gradient of"),
+        run.stderr.contains("forward activation of layers.") || run.stderr.contains("gradient of"),
         "stderr:\n{}",
         run.stderr
     );
@@ -604,7 +604,7 @@ learning_rate = 10000.0
     );
     assert!(
         [
-            "forward activation of layer",
+            "forward activation of layers.",
             "gradient of",
             "training loss"
         ]

@@ -77,7 +77,7 @@ impl NonFiniteConfig {
 }
 
 /// Finds where a non-finite value of a failed step first appeared and describes it, for
-/// example `forward activation of layer 2 (dense)` or `gradient of layers.0.weight`.
+/// example `forward activation of layers.2 (dense)` or `gradient of layers.0.weight`.
 ///
 /// The forward pass of `rows` is run again layer by layer in training mode. The first
 /// layer whose output contains a NaN or infinity is named; if every activation is finite, the
@@ -122,7 +122,7 @@ fn first_non_finite_layer(model: &Sequential, train: &Dataset, rows: &[usize]) -
                 .ok()
                 .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(String::from))
                 .unwrap_or_else(|| "layer".into());
-            return Some(format!("forward activation of layer {} ({kind})", end - 1));
+            return Some(format!("forward activation of layers.{} ({kind})", end - 1));
         }
     }
     None
