@@ -180,14 +180,37 @@ pub fn name_config(error: anyhow::Error, path: &Path) -> anyhow::Error {
 /// Formats a TOML error on one line: file, line, and the parser's message (which names an
 /// unknown key and lists the valid ones).
 pub fn toml_error(path: &Path, text: &str, error: &toml::de::Error) -> String {
-    let line = error
-        .span()
-        .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+    let line = error.span().map(|span| {
+        // The parser points an unknown key at its table (the whole inline table, or only the
+        // header of a `[table]`), so the key's own line is searched from there.
+        let start = span.start.min(text.len());
+        let offset = unknown_field(error.message())
+            .and_then(|key| key_offset(&text[start..], key))
+            .map_or(start, |offset| start + offset);
+        text[..offset].matches('\n').count() + 1
+    });
     let message = error.message().trim().replace('\n', " ");
     match line {
         Some(line) => format!("{}:{line}: {message}", path.display()),
         None => format!("{}: {message}", path.display()),
     }
+}
+
+/// Returns `KEY` of a serde message that starts with ``unknown field `KEY` ``.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// Returns the byte offset in `text` of the first `key = ...` (a bare key at the start of a
+/// line or after `{` or `,`).
+fn key_offset(text: &str, key: &str) -> Option<usize> {
+    text.match_indices(key).map(|(i, _)| i).find(|&i| {
+        let before = text[..i].trim_end_matches([' ', '\t']);
+        let after = text[i + key.len()..].trim_start_matches([' ', '\t']);
+        let starts_key = before.is_empty() || before.ends_with(['\n', '{', ',']);
+        starts_key && after.starts_with('=')
+    })
 }
 
 impl DataConfig {
@@ -433,4 +456,84 @@ pub fn split_validation(
     };
     let validation = (!holdout.is_empty()).then(|| dataset.subset(&holdout));
     Ok((dataset.subset(&train), validation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Layer {
+        units: usize,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Section {
+        epochs: usize,
+        #[serde(default)]
+        layers: Vec<Layer>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct File {
+        training: Section,
+    }
+
+    /// Returns the message `toml_error` gives for `text`, which must not parse.
+    fn message(text: &str) -> String {
+        let error = toml::from_str::<File>(text).unwrap_err();
+        toml_error(Path::new("c.toml"), text, &error)
+    }
+
+    #[test]
+    fn unknown_key_names_its_own_line() {
+        let text = "\n[training]\nepochs = 3\nepocs = 4\n";
+        let message = message(text);
+        assert!(
+            message.starts_with("c.toml:4: unknown field `epocs`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_inline_table_names_its_line() {
+        let text = "[training]\nepochs = 3\nlayers = [\n  { units = 4 },\n  { unit = 2 },\n]\n";
+        let message = message(text);
+        assert!(
+            message.starts_with("c.toml:5: unknown field `unit`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_after_comment_names_its_line() {
+        let text = "[training]\nepochs = 3\nlayers = []\n# batch size\nbatch = 2\n";
+        let message = message(text);
+        assert!(
+            message.starts_with("c.toml:5: unknown field `batch`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unknown_table_names_its_header_line() {
+        let text = "[training]\nepochs = 3\n\n[training.optimizer]\ntype = \"sgd\"\n";
+        let message = message(text);
+        assert!(
+            message.starts_with("c.toml:4: unknown field `optimizer`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_value_line() {
+        let text = "[training]\n\nepochs = \"ten\"\n";
+        let message = message(text);
+        assert!(message.starts_with("c.toml:3: "), "{message}");
+    }
 }
