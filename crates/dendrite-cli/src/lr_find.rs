@@ -60,12 +60,13 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, settings: RangeTest) -> Res
     write_plot(&result, &out_dir)?;
 
     println!(
-        "{} steps from learning rate {:.1e}{}; the smoothed loss is lowest at {:.3e}",
+        "{} steps from learning rate {:.1e}{}; the smoothed loss is lowest at learning rate \
+         {:.3e}",
         result.points.len(),
         settings.min_learning_rate,
         if result.diverged {
             format!(
-                ", stopped when the loss diverged at {:.3e}",
+                ", stopped when the loss diverged at learning rate {:.3e}",
                 result.points.last().map_or(0.0, |p| p.learning_rate)
             )
         } else {
@@ -86,13 +87,19 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, settings: RangeTest) -> Res
 
 /// Writes `lr-find.svg` and `lr-find.png` in `out_dir`: the batch losses and their smoothed
 /// curve against the learning rate (as its base-10 logarithm), and the suggestion as a
-/// vertical line. Batch losses outside the range of the smoothed curve are drawn at its edge,
-/// so that the divergence at the end does not flatten the rest.
+/// vertical line. Batch losses above the highest smoothed loss are drawn at that level, so
+/// that the divergence at the end does not flatten the rest.
 ///
 /// # Errors
 ///
 /// Fails if drawing fails or a file cannot be written.
 fn write_plot(result: &RangeTestResult, out_dir: &Path) -> Result<()> {
+    plots::write(&figure(result), out_dir, "lr-find")?;
+    Ok(())
+}
+
+/// Returns the chart that [`write_plot`] draws.
+fn figure(result: &RangeTestResult) -> Figure {
     let x = |learning_rate: f32| f64::from(learning_rate).log10();
     let (low, high) = result
         .points
@@ -114,9 +121,10 @@ fn write_plot(result: &RangeTestResult, out_dir: &Path) -> Result<()> {
             .points
             .iter()
             .filter(|p| p.loss.is_finite())
-            .map(|p| (x(p.learning_rate), p.loss.clamp(low, high)))
+            .map(|p| (x(p.learning_rate), p.loss.min(high)))
             .collect(),
     };
+    let bottom = batch.points.iter().map(|p| p.1).fold(low, f64::min);
     let smoothed = Series {
         name: "smoothed loss".to_string(),
         points: result
@@ -128,15 +136,47 @@ fn write_plot(result: &RangeTestResult, out_dir: &Path) -> Result<()> {
     };
     let suggestion = Series {
         name: format!("suggestion {:.2e}", result.suggestion),
-        points: vec![(x(result.suggestion), low), (x(result.suggestion), high)],
+        points: vec![(x(result.suggestion), bottom), (x(result.suggestion), high)],
     };
-    let figure = Figure::Lines {
+    Figure::Lines {
         title: "learning-rate range test".to_string(),
         x_label: "log10 of the learning rate".to_string(),
         y_label: "loss".to_string(),
         series: vec![batch, smoothed, suggestion],
         log_y: false,
-    };
-    plots::write(&figure, out_dir, "lr-find")?;
-    Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dendrite::train::RangePoint;
+
+    #[test]
+    fn chart_caps_only_high_batch_losses() {
+        let point = |learning_rate, loss, smoothed_loss| RangePoint {
+            learning_rate,
+            loss,
+            smoothed_loss,
+        };
+        let result = RangeTestResult {
+            points: vec![
+                point(1e-3, 1.0, 1.0),
+                point(1e-2, 0.2, 0.8),
+                point(1e-1, 50.0, 1.5),
+            ],
+            min_loss_learning_rate: 1e-2,
+            suggestion: 1e-3,
+            diverged: true,
+        };
+
+        let Figure::Lines { series, .. } = figure(&result) else {
+            panic!("the range test draws lines");
+        };
+
+        let losses: Vec<f64> = series[0].points.iter().map(|p| p.1).collect();
+        assert_eq!(losses, [1.0, 0.2, 1.5]);
+        let suggestion: Vec<f64> = series[2].points.iter().map(|p| p.1).collect();
+        assert_eq!(suggestion, [0.2, 1.5]);
+    }
 }
