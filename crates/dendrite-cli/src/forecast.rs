@@ -357,6 +357,9 @@ pub fn evaluate(
 /// Runs `dendrite forecast MODEL SERIES --steps K [--out FILE]`.
 pub fn forecast(model_path: &Path, input: &Path, steps: usize, out: Option<&Path>) -> Result<()> {
     let SavedModel { model, meta } = model::load(model_path)?;
+    if steps == 0 {
+        bail!("--steps must be at least 1");
+    }
     let Some(preprocessor) = &meta.series else {
         bail!(
             "{}: the model was not trained on a series (format = \"series\"), so it cannot \

@@ -88,6 +88,13 @@ fn read_csv_dataset(path: &Path, meta: &ModelMeta) -> Result<Dataset> {
 
 /// Returns the CSV preprocessing of a model.
 fn tabular_of<'m>(meta: &'m ModelMeta, path: &Path) -> Result<&'m TabularPreprocessor> {
+    if meta.series.is_some() {
+        bail!(
+            "{}: the model forecasts a series (format = \"series\"); predict its next values \
+             with `dendrite forecast MODEL FILE --steps N`",
+            path.display()
+        );
+    }
     meta.tabular.as_ref().with_context(|| {
         format!(
             "{}: the model was not trained on CSV data, so it cannot read a CSV file",

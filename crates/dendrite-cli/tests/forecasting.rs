@@ -227,6 +227,26 @@ fn direct_forecast_refuses_steps_past_horizon() {
         "{}",
         run.stdout
     );
+
+    let run = dendrite([
+        "forecast".as_ref(),
+        out.as_os_str(),
+        data.as_os_str(),
+        "--steps".as_ref(),
+        "0".as_ref(),
+    ]);
+    assert_eq!(run.code, Some(2));
+    assert_eq!(run.stderr, "error: --steps must be at least 1\n");
+
+    // `predict` reads tables; a forecaster points to `forecast` instead.
+    let run = dendrite(["predict".as_ref(), out.as_os_str(), data.as_os_str()]);
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr
+            .contains("dendrite forecast MODEL FILE --steps N"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -967,7 +967,9 @@ impl SeriesPreprocessor {
         steps: usize,
     ) -> Result<Vec<(String, Vec<f64>)>> {
         if steps == 0 {
-            return Err(Error::InvalidConfig("--steps must be at least 1".into()));
+            return Err(Error::InvalidConfig(
+                "the number of steps to forecast must be at least 1".into(),
+            ));
         }
         if self.forecast == ForecastStrategy::Direct && steps > self.horizon {
             return Err(Error::InvalidConfig(format!(
