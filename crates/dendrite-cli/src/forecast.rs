@@ -358,7 +358,7 @@ pub fn evaluate(
 pub fn forecast(model_path: &Path, input: &Path, steps: usize, out: Option<&Path>) -> Result<()> {
     let SavedModel { model, meta } = model::load(model_path)?;
     if steps == 0 {
-        bail!("--steps must be at least 1");
+        bail!("--steps is 0; pass the number of steps to forecast, 1 or more");
     }
     let Some(preprocessor) = &meta.series else {
         bail!(

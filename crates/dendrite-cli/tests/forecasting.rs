@@ -236,7 +236,10 @@ fn direct_forecast_refuses_steps_past_horizon() {
         "0".as_ref(),
     ]);
     assert_eq!(run.code, Some(2));
-    assert_eq!(run.stderr, "error: --steps must be at least 1\n");
+    assert_eq!(
+        run.stderr,
+        "error: --steps is 0; pass the number of steps to forecast, 1 or more\n"
+    );
 
     // `predict` reads tables; a forecaster points to `forecast` instead.
     let run = dendrite(["predict".as_ref(), out.as_os_str(), data.as_os_str()]);

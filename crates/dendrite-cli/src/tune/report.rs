@@ -165,11 +165,25 @@ pub fn finish(
         },
         "test_evaluations": 0,
     });
+    let run_dir = out_dir.join("best");
     if skip_retrain {
         println!("the best config was not retrained, and the test split was not read");
+        if run_dir.exists() {
+            eprintln!(
+                "note: {} holds the retrained model of an earlier search, which may differ \
+                 from this search's best config",
+                run_dir.display()
+            );
+        }
     } else {
         println!("\nretraining the best config and evaluating it once on the test split");
-        let run_dir = out_dir.join("best");
+        // The folder belongs to this command: checkpoints of an earlier search's retraining
+        // would stop a new run there.
+        let earlier_checkpoints = run_dir.join(crate::resume::CHECKPOINT_DIR);
+        if earlier_checkpoints.is_dir() {
+            std::fs::remove_dir_all(&earlier_checkpoints)
+                .with_context(|| format!("cannot remove {}", earlier_checkpoints.display()))?;
+        }
         crate::train::run(
             &best_path,
             Some(run_dir.clone()),

@@ -397,8 +397,8 @@ impl<'t> Cell<'t> {
 
     fn missing_error(&self) -> Error {
         self.error(&format!(
-            "missing value (\"{}\"); set data.missing = \"mean\" or \"most_frequent\" to impute \
-             missing values",
+            "missing value (\"{}\"); fix the cell, or set data.missing = \"mean\" or \
+             \"most_frequent\" in the config to impute missing values and train again",
             self.text()
         ))
     }
@@ -408,7 +408,8 @@ impl<'t> Cell<'t> {
         parse_number(self.text()).ok_or_else(|| {
             self.error(&format!(
                 "value \"{}\" is not a finite number, but the column is numeric; fix the cell, \
-                 add it to data.missing_values, or set data.column_types.{} = \"categorical\"",
+                 or add it to data.missing_values or set data.column_types.{} = \"categorical\" \
+                 in the config and train again",
                 self.text(),
                 self.table.header()[self.column]
             ))
