@@ -192,20 +192,15 @@ pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-/// Returns the command that continues an interrupted run from its checkpoint, with the
-/// thread count of this run, or `None` if no checkpoint was written.
-pub fn resume_command(
-    config_path: &Path,
-    out_dir: &Path,
-    checkpoint: &Option<PathBuf>,
-) -> Option<String> {
-    checkpoint.as_ref()?;
-    Some(format!(
+/// Returns the command that continues an interrupted run from the checkpoints in
+/// `out_dir`, with the thread count of this run.
+pub fn resume_command(config_path: &Path, out_dir: &Path) -> String {
+    format!(
         "dendrite --threads {} train {} --resume {}",
         rayon::current_num_threads(),
         config_path.display(),
         out_dir.display()
-    ))
+    )
 }
 
 /// Fails if `out_dir` has checkpoints of an earlier run: the checkpoints of a new run there

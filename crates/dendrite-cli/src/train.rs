@@ -116,13 +116,17 @@ pub fn run(
     };
     // Without --out, a resumed run writes into the run folder of its checkpoint.
     let resumed_run = resume_from.as_ref().and_then(resume::run_folder);
-    let out_dir = out.or(resumed_run).unwrap_or_else(|| {
+    let out_dir = out.or_else(|| resumed_run.clone()).unwrap_or_else(|| {
         let stem = config_path
             .file_stem()
             .map_or_else(|| "run".into(), |s| s.to_string_lossy().into_owned());
         PathBuf::from("runs").join(stem)
     });
-    if resume_from.is_none() {
+    // Checkpoints in the output folder belong to another run unless this run continues
+    // them.
+    let continues_in_place =
+        resumed_run.is_some() && resumed_run == std::fs::canonicalize(&out_dir).ok();
+    if !continues_in_place {
         resume::check_no_earlier_checkpoints(&out_dir)?;
     }
 
@@ -198,7 +202,9 @@ pub fn run(
             let dendrite::Error::Interrupted { checkpoint, .. } = &error else {
                 unreachable!("matched above");
             };
-            let command = resume::resume_command(config_path, &out_dir, checkpoint);
+            let command = checkpoint
+                .is_some()
+                .then(|| resume::resume_command(config_path, &out_dir));
             let error = anyhow::Error::new(error);
             return Err(match command {
                 Some(command) => error.context(NextStep(command)),

@@ -1027,6 +1027,39 @@ fn new_run_rejects_folder_with_checkpoints() {
 }
 
 #[test]
+fn resume_into_other_run_folder_rejected() {
+    let dir = TempDir::new("resume-elsewhere");
+    let data = fixture("resume/train.csv");
+    let config = resume_config(&dir, 2, &data, "");
+    let first = dir.join("first");
+    let second = dir.join("second");
+    for out in [&first, &second] {
+        dendrite(train_args(
+            &config,
+            out,
+            &["--checkpoint-every-epochs", "1"],
+        ))
+        .assert_success();
+    }
+    let before = tree(&second);
+
+    // The first run's checkpoint would continue among the second run's checkpoints.
+    let run = dendrite(train_args(
+        &config,
+        &second,
+        &["--resume", &first.display().to_string()],
+    ));
+
+    assert_eq!(run.code, Some(2), "stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("has the checkpoints of an earlier run"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(tree(&second), before, "no file of the second run changed");
+}
+
+#[test]
 fn resumed_run_keeps_checkpoint_interval() {
     let dir = TempDir::new("keep-interval");
     let data = fixture("resume/train.csv");
