@@ -751,15 +751,23 @@ pub fn fit_with(
     Ok(history)
 }
 
-/// Returns the L2 norm of the weighted sum of the shard gradients, over all parameters
-/// together, in f64. It is NaN or infinite if a gradient value is.
 /// Formats `value` with at most 4 significant digits, so that a learning rate computed in
 /// `f32` prints as 0.001 rather than 0.0009999998.
+///
+/// ```
+/// use dendrite::train::short_number;
+///
+/// assert_eq!(short_number(f64::from(0.001_f32)), "0.001");
+/// assert_eq!(short_number(f64::from(9.999_999_f32)), "10");
+/// assert_eq!(short_number(12_346.0), "12350");
+/// ```
 pub fn short_number(value: f64) -> String {
     let rounded: f64 = format!("{value:.3e}").parse().unwrap_or(value);
     rounded.to_string()
 }
 
+/// Returns the L2 norm of the weighted sum of the shard gradients, over all parameters
+/// together, in f64. It is NaN or infinite if a gradient value is.
 fn global_norm(gradients: &[&[Vec<f32>]], weights: &[f32]) -> f64 {
     let Some(first) = gradients.first() else {
         return 0.0;
